@@ -1,1 +1,40 @@
-//! placeholder
+//! ferry-guest: the guest store and the ttRPC service of `ferry-agent`.
+//!
+//! The host names a volume and sends paths relative to it; the guest decides
+//! every path on its disk, checks every byte, and publishes each new version
+//! of a volume with one atomic rename in kubelet's AtomicWriter layout.
+//!
+//! - [`error`]: [`GuestError`], and the one place it becomes a ttRPC code.
+//! - [`limits`]: the store's quotas ([`StoreLimits`]) and size parsing.
+//! - [`policy`]: what the guest does to modes (no setuid files by default).
+//! - [`fsops`]: confined filesystem operations (openat2 `RESOLVE_BENEATH |
+//!   RESOLVE_NO_SYMLINKS`), copying and removing trees without following
+//!   links.
+//! - [`layout`]: `..data -> ..<version>`, the atomic publish, visible links.
+//! - [`version`]: kubelet-style version names (`YYYY_MM_DD_HH_MM_SS.<gen>`).
+//! - [`state`]: a volume's committed state and its state file.
+//! - [`txn`]: the transaction engine: staging, checks, quotas, chunks.
+//! - [`store`]: [`Store`], volumes with a lock each, begin/commit/abort.
+//! - [`restore`]: loading and repairing the store after a restart.
+//! - [`service`]: the thin ttRPC handlers ([`Service`]).
+//! - [`agent`]: [`AgentArgs`], [`AgentConfig`] and [`run`] for the binary.
+
+pub mod agent;
+pub mod error;
+pub mod fsops;
+pub mod layout;
+pub mod limits;
+pub mod policy;
+pub mod restore;
+pub mod service;
+pub mod state;
+pub mod store;
+pub mod txn;
+pub mod version;
+
+pub use agent::{AgentArgs, AgentConfig, run};
+pub use error::{GuestError, Result};
+pub use limits::{StoreLimits, parse_size};
+pub use policy::Policy;
+pub use service::Service;
+pub use store::{Aborted, CommitOutcome, Store};

@@ -40,14 +40,38 @@ pub enum TransportError {
     Unsupported { addr: String, why: &'static str },
 }
 
-/// Bytes moved over one connection, shared between the stream and its owner.
+/// Bytes moved over one connection, shared between the stream and its owner,
+/// and whether the peer has gone away (EOF or a read error), so the owner
+/// learns of a dead connection without polling it.
 #[derive(Debug, Default)]
 pub struct WireCounters {
     sent: AtomicU64,
     received: AtomicU64,
+    closed: std::sync::atomic::AtomicBool,
+    closed_notify: tokio::sync::Notify,
 }
 
 impl WireCounters {
+    /// True once the stream saw EOF or a read error.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+    /// Resolves once the stream saw EOF or a read error.
+    pub async fn closed(&self) {
+        loop {
+            let notified = self.closed_notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_closed() {
+                return;
+            }
+            notified.await;
+        }
+    }
+    fn mark_closed(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.closed_notify.notify_waiters();
+    }
     /// Bytes written to the peer so far.
     pub fn sent(&self) -> u64 {
         self.sent.load(Ordering::Relaxed)
@@ -78,11 +102,17 @@ impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
+        let want = buf.remaining();
         let res = Pin::new(&mut self.inner).poll_read(cx, buf);
         let n = buf.filled().len() - before;
         self.counters
             .received
             .fetch_add(n as u64, Ordering::Relaxed);
+        match &res {
+            Poll::Ready(Ok(())) if n == 0 && want > 0 => self.counters.mark_closed(),
+            Poll::Ready(Err(_)) => self.counters.mark_closed(),
+            _ => {}
+        }
         res
     }
 }

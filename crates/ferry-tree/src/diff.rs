@@ -84,6 +84,9 @@ pub fn diff(old: &Manifest, new: &Manifest) -> Plan {
 
 /// Removes `path` and its subtree from `m`; refuses a path that is not there.
 pub fn apply_remove(m: &mut Manifest, path: &str) -> Result<Vec<Entry>, ApplyError> {
+    // Only entries of the manifest can go, so a bad path could not do harm;
+    // refusing it by name still tells the sender precisely what was wrong.
+    path::validate_rel_path(path, &Limits::default())?;
     if m.get(path).is_none() {
         return Err(ApplyError::RemoveMissing(path.to_string()));
     }

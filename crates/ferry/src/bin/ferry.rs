@@ -1,1 +1,93 @@
-fn main() {}
+//! `ferry`: the host side. See `ferry --help`.
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use ferry::{init_tracing, runtime, shutdown_signal};
+use ferry_host::{
+    cli::{DemoArgs, StatusArgs, SyncArgs},
+    client::AgentClient,
+    run::SyncConfig,
+};
+
+/// Carries a pod's Secrets, ConfigMaps and Service Account tokens into a VM
+/// sandbox without a shared filesystem, and keeps them current: only what
+/// changed crosses the wire, and each change lands in the guest as one
+/// atomic version in kubelet's own layout.
+#[derive(Parser)]
+#[command(name = "ferry", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Push volume directories into a ferry-agent, once or (--watch) for as
+    /// long as it runs.
+    Sync(SyncArgs),
+    /// Show what a ferry-agent holds: volumes, versions, files, bytes.
+    Status(StatusArgs),
+    /// Run a real agent and a real `ferry sync --watch` against a
+    /// kubelet-style pod in a temporary directory, and show what happens.
+    Demo(DemoArgs),
+    /// Run the guest agent in this process (the same code as `ferry-agent`;
+    /// the demo uses it when no ferry-agent binary is built).
+    #[command(hide = true)]
+    Agent(ferry_guest::agent::AgentArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_log = match cli.cmd {
+        Cmd::Status(_) | Cmd::Demo(_) => "warn",
+        _ => "info",
+    };
+    init_tracing(default_log);
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ferry: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(dispatch(cli.cmd)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ferry: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
+    match cmd {
+        Cmd::Sync(args) => {
+            let cfg = SyncConfig::try_from(args)?;
+            ferry_host::run::run(cfg, shutdown_signal()).await?;
+        }
+        Cmd::Status(args) => {
+            let client = AgentClient::connect(
+                &args.connect,
+                "ferry status",
+                0,
+                std::time::Duration::from_secs(args.timeout.max(1)),
+            )
+            .await?;
+            let st = client.status().await?;
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&ferry_host::status::to_json(&st))?
+                );
+            } else {
+                print!("{}", ferry_host::status::to_table(&st));
+            }
+        }
+        Cmd::Demo(args) => ferry_host::demo::run(args).await?,
+        Cmd::Agent(args) => {
+            let cfg = ferry_guest::agent::AgentConfig::try_from(args)?;
+            ferry_guest::agent::run(cfg, shutdown_signal()).await?;
+        }
+    }
+    Ok(())
+}
