@@ -13,6 +13,10 @@ use crate::{
     store::Store,
 };
 
+/// Connections served at once. A host needs one (plus one for `ferry
+/// status`); the cap keeps a misbehaving peer from exhausting the guest.
+pub const MAX_CONNECTIONS: usize = 16;
+
 fn size_arg(s: &str) -> std::result::Result<u64, String> {
     parse_size(s)
 }
@@ -186,7 +190,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
     .await
     .map_err(|e| GuestError::Server(format!("opening the store: {e}")))??;
     let store = Arc::new(store);
-    let listener = transport::listen(&config.listen).await?;
+    let listener = transport::listen(&config.listen, MAX_CONNECTIONS).await?;
     let service = Service::new(store.clone());
     let mut server = ttrpc::asynchronous::Server::new()
         .add_listener(listener)

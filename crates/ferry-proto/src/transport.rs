@@ -222,9 +222,79 @@ async fn hybrid_vsock_handshake(
     }
 }
 
-/// Binds a listener for the agent. A unix socket path left behind by a dead
-/// agent is replaced; a live one is refused, so two agents never share a root.
-pub async fn listen(addr: &Address) -> Result<Listener, TransportError> {
+/// A connection holding one of the listener's connection slots until it is
+/// dropped.
+struct Slotted<S> {
+    inner: S,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Slotted<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Slotted<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Something that accepts byte streams.
+trait Accept: Send + Sync + 'static {
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static;
+    fn accept(&self) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+}
+
+impl Accept for UnixListener {
+    type Stream = UnixStream;
+    async fn accept(&self) -> io::Result<UnixStream> {
+        UnixListener::accept(self).await.map(|(s, _)| s)
+    }
+}
+
+impl Accept for tokio_vsock::VsockListener {
+    type Stream = tokio_vsock::VsockStream;
+    async fn accept(&self) -> io::Result<tokio_vsock::VsockStream> {
+        tokio_vsock::VsockListener::accept(self)
+            .await
+            .map(|(s, _)| s)
+    }
+}
+
+/// The accept loop as a stream for ttRPC: a connection is accepted only
+/// while one of `max_conns` slots is free, so a misbehaving peer cannot
+/// exhaust the agent's file descriptors or memory; the slot is freed when
+/// ttRPC drops the connection.
+fn slotted<L: Accept>(l: L, max_conns: usize) -> Listener {
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_conns.max(1)));
+    let stream = futures::stream::unfold((l, slots), |(l, slots)| async move {
+        let slot = slots.clone().acquire_owned().await.expect("never closed");
+        let r = l.accept().await.map(|inner| Slotted { inner, _slot: slot });
+        Some((r, (l, slots)))
+    });
+    Listener::new(stream.boxed())
+}
+
+/// Binds a listener for the agent that serves at most `max_conns`
+/// connections at once. A unix socket path left behind by a dead agent is
+/// replaced; a live one is refused, so two agents never share a socket.
+pub async fn listen(addr: &Address, max_conns: usize) -> Result<Listener, TransportError> {
     let name = addr.to_string();
     let err = |source| TransportError::Listen {
         addr: name.clone(),
@@ -233,21 +303,12 @@ pub async fn listen(addr: &Address) -> Result<Listener, TransportError> {
     match addr {
         Address::Unix(path) => {
             remove_stale_socket(path).await.map_err(err)?;
-            let l = UnixListener::bind(path).map_err(err)?;
-            let stream = futures::stream::unfold(l, |l| async move {
-                let r = l.accept().await.map(|(s, _)| s);
-                Some((r, l))
-            });
-            Ok(Listener::new(stream.boxed()))
+            Ok(slotted(UnixListener::bind(path).map_err(err)?, max_conns))
         }
         Address::Vsock { cid, port } => {
             let l = tokio_vsock::VsockListener::bind(tokio_vsock::VsockAddr::new(*cid, *port))
                 .map_err(err)?;
-            let stream = futures::stream::unfold(l, |l| async move {
-                let r = l.accept().await.map(|(s, _)| s);
-                Some((r, l))
-            });
-            Ok(Listener::new(stream.boxed()))
+            Ok(slotted(l, max_conns))
         }
         Address::HybridVsock { .. } => Err(TransportError::Unsupported {
             addr: name,
@@ -324,13 +385,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_listener_holds_no_more_than_its_connection_slots() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("cap.sock");
+        let mut l = listen(&Address::Unix(p.clone()), 2).await.unwrap();
+        let _c1 = UnixStream::connect(&p).await.unwrap();
+        let _c2 = UnixStream::connect(&p).await.unwrap();
+        let _c3 = UnixStream::connect(&p).await.unwrap();
+        let s1 = l.next().await.unwrap().unwrap();
+        let _s2 = l.next().await.unwrap().unwrap();
+        let third = tokio::time::timeout(Duration::from_millis(200), l.next()).await;
+        assert!(
+            third.is_err(),
+            "a third connection was accepted with two slots"
+        );
+        drop(s1);
+        let third = tokio::time::timeout(Duration::from_secs(5), l.next()).await;
+        assert!(
+            matches!(third, Ok(Some(Ok(_)))),
+            "a freed slot must admit the next connection"
+        );
+    }
+
+    #[tokio::test]
     async fn refuses_to_replace_a_live_socket_or_a_file() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("a.sock");
-        let _live = listen(&Address::Unix(p.clone())).await.unwrap();
-        assert!(listen(&Address::Unix(p.clone())).await.is_err());
+        let _live = listen(&Address::Unix(p.clone()), 4).await.unwrap();
+        assert!(listen(&Address::Unix(p.clone()), 4).await.is_err());
         let f = dir.path().join("file");
         std::fs::write(&f, b"x").unwrap();
-        assert!(listen(&Address::Unix(f)).await.is_err());
+        assert!(listen(&Address::Unix(f), 4).await.is_err());
     }
 }

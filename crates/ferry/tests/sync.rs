@@ -166,3 +166,46 @@ fn watch_follows_a_plain_directory_with_new_subdirectories() {
     wait_mirrored(&src, &guest, "removals", &logs);
     assert_clean_layout(&guest);
 }
+
+#[test]
+fn status_reports_what_the_guest_holds() {
+    let t = tempfile::tempdir().unwrap();
+    let agent = Agent::start(t.path(), &t.path().join("guest"), &[]);
+    let src = t.path().join("src");
+    write(&src.join("k1"), b"one", 0o644);
+    write(&src.join("d/k2"), b"two!", 0o600);
+    assert!(
+        sync_once(&agent.addr(), &[("vol-a", &src)])
+            .status
+            .success()
+    );
+    let out = std::process::Command::new(FERRY)
+        .args(["status", "--json", "--connect", &agent.addr()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let vol = &v["volumes"][0];
+    assert_eq!(vol["name"], "vol-a");
+    assert_eq!(vol["generation"], 1);
+    assert_eq!(vol["files"], 2);
+    assert_eq!(vol["bytes"], 7);
+    assert_eq!(
+        vol["digest"],
+        ferry_tree::manifest::hex(&manifest_of(&src).digest())
+    );
+    assert_eq!(v["open_transactions"], 0);
+    let table = std::process::Command::new(FERRY)
+        .args(["status", "--connect", &agent.addr()])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains("vol-a") && table.contains("VERSION"),
+        "{table}"
+    );
+}

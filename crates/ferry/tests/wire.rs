@@ -165,3 +165,32 @@ fn after_a_host_restart_the_resync_sends_only_what_differs() {
     assert_eq!(manifest_of(&guest), manifest_of(&vol));
     assert_clean_layout(&guest);
 }
+
+#[test]
+fn a_guest_that_lost_its_store_gets_everything_again() {
+    let t = tempfile::tempdir().unwrap();
+    let mut agent = Agent::start(t.path(), &t.path().join("guest-1"), &[]);
+    let rig = Rig::new(t.path(), &agent.sock);
+    let vol = t.path().join("vol");
+    let w = AtomicWriter::new(&vol).unwrap();
+    w.write(&big_payload()).unwrap();
+    let watch = Watch::start(t.path(), &rig.addr(), &[("big", &vol)]);
+    wait_mirrored(&vol, &agent.volume("big"), "initial", &|| watch.log_text());
+    // The VM rebooted: same address, empty store.
+    agent.kill();
+    let before = rig.sent();
+    let agent = Agent::start(t.path(), &t.path().join("guest-2"), &[]);
+    let logs = || format!("{}\n{}", agent.log_text(), watch.log_text());
+    wait_mirrored(
+        &vol,
+        &agent.volume("big"),
+        "after the guest lost its store",
+        &logs,
+    );
+    let sent = rig.sent() - before;
+    assert!(
+        sent >= (KEYS * KEY_BYTES) as u64,
+        "only {sent} bytes resent to an empty guest"
+    );
+    assert_clean_layout(&agent.volume("big"));
+}
