@@ -137,6 +137,9 @@ pub enum GuestError {
     /// Any other filesystem failure.
     #[error(transparent)]
     Fs(FsError),
+    /// A volume that cannot be read back from disk.
+    #[error(transparent)]
+    Scan(#[from] ferry_tree::ScanError),
     /// A state file that cannot be read back.
     #[error("state file {path}: {why}")]
     State { path: String, why: String },
@@ -205,7 +208,7 @@ impl GuestError {
             Quota { .. } | TooManyVolumes { .. } | NoSpace(_) => Code::RESOURCE_EXHAUSTED,
             Confinement(_) => Code::PERMISSION_DENIED,
             TxnAborted { source, .. } => source.code(),
-            Fs(_) | State { .. } | Config(_) | Mount { .. } | Listen(_) | Server(_) => {
+            Fs(_) | Scan(_) | State { .. } | Config(_) | Mount { .. } | Listen(_) | Server(_) => {
                 Code::INTERNAL
             }
         }

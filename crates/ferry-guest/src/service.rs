@@ -178,4 +178,20 @@ impl Ferry for Service {
     ) -> ttrpc::Result<pb::StatusResponse> {
         self.run("Status", |s| Ok(s.status())).await
     }
+
+    async fn verify(
+        &self,
+        _: &TtrpcContext,
+        req: pb::VerifyRequest,
+    ) -> ttrpc::Result<pb::VerifyResponse> {
+        let r = self.run("Verify", move |s| s.verify(&req)).await?;
+        tracing::info!(
+            volume = %r.volume.name,
+            matches = r.matches,
+            disk_version = %r.disk_version,
+            problems = ?r.problems,
+            "verify"
+        );
+        Ok(r)
+    }
 }

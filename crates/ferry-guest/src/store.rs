@@ -328,6 +328,56 @@ impl Store {
         Ok(r)
     }
 
+    /// Reads a volume back from disk the way a container sees it (through
+    /// `..data`) and compares it with the committed manifest. The volume
+    /// lock is held so no commit swaps versions mid-read.
+    pub fn verify(&self, req: &pb::VerifyRequest) -> Result<pb::VerifyResponse> {
+        validate_volume_name(&req.volume)?;
+        let v = self.volume(&req.volume);
+        let st = v.as_ref().map(|v| v.lock());
+        let committed = st.as_ref().and_then(|s| s.committed.as_ref());
+        let mut r = pb::VerifyResponse::new();
+        r.volume = Some(state::summary(&req.volume, committed)).into();
+        let dir = self.root().join("volumes").join(&req.volume);
+        let (disk, version) = if dir.exists() {
+            let s = ferry_tree::scan_volume(&dir)?;
+            let version = match s.layout {
+                ferry_tree::Layout::Kubelet { version } => {
+                    version.trim_start_matches("..").to_string()
+                }
+                ferry_tree::Layout::Plain => String::new(),
+            };
+            (s.manifest, version)
+        } else {
+            (ferry_tree::Manifest::new(), String::new())
+        };
+        let empty = ferry_tree::Manifest::new();
+        let want = committed.map(|c| &c.manifest).unwrap_or(&empty);
+        r.disk_digest = disk.digest().to_vec();
+        r.disk_entries = disk.len() as u64;
+        r.matches =
+            disk.digest() == want.digest() && committed.is_none_or(|c| c.version == version);
+        r.disk_version = version;
+        if !r.matches {
+            let plan = ferry_tree::diff(want, &disk);
+            r.problems = plan
+                .removes
+                .iter()
+                .map(|p| format!("-{p}"))
+                .chain(plan.upserts.iter().map(|e| {
+                    let sign = if want.get(&e.path).is_some() {
+                        '~'
+                    } else {
+                        '+'
+                    };
+                    format!("{sign}{}", e.path)
+                }))
+                .take(16)
+                .collect();
+        }
+        Ok(r)
+    }
+
     /// Opens a transaction on a volume whose current digest is
     /// `base_digest`, cloning the current version into a staging directory.
     pub fn begin(&self, req: &pb::BeginRequest) -> Result<pb::BeginResponse> {

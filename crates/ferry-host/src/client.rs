@@ -118,6 +118,17 @@ impl AgentClient {
         }
     }
 
+    /// Asks the agent to re-read `volume` from its disk and compare it with
+    /// what it committed.
+    pub async fn verify(&self, volume: &str) -> Result<pb::VerifyResponse> {
+        let mut req = pb::VerifyRequest::new();
+        req.volume = volume.to_string();
+        self.rpc
+            .verify(self.ctx(), &req)
+            .await
+            .map_err(|e| HostError::rpc(format!("verify of {volume}"), e))
+    }
+
     /// The agent's status.
     pub async fn status(&self) -> Result<pb::StatusResponse> {
         self.rpc

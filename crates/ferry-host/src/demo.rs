@@ -201,19 +201,28 @@ impl Demo {
             .collect();
         println!("  {title}");
         println!("      {vol}: {}", changed.join(" "));
+        self.check_tree(vol, &after).await?;
         println!(
-            "      in the guest after {:.1} ms, {} on the wire; guest digest {} = node digest ✓",
+            "      in the guest after {:.1} ms, {} on the wire; guest re-read digest {} = node digest ✓",
             latency.as_secs_f64() * 1e3,
             human_bytes(wire),
             &hex(&after.digest())[..16],
         );
-        self.check_tree(vol, &after)?;
         Ok(latency)
     }
 
-    /// Reads the guest copy the way a container would (through the visible
-    /// links and `..data`) and compares it with the node's manifest.
-    fn check_tree(&self, vol: &str, want: &Manifest) -> Result<()> {
+    /// Checks the guest copy twice: the agent re-reads it from its disk
+    /// (Verify, which works across a VM boundary too), and the demo reads it
+    /// the way a container would (through the visible links and `..data`).
+    async fn check_tree(&self, vol: &str, want: &Manifest) -> Result<()> {
+        let v = self.client.verify(vol).await?;
+        if !v.matches || v.disk_digest.as_slice() != want.digest().as_slice() {
+            return Err(HostError::Protocol(format!(
+                "the agent re-read {vol} and found {} (problems: {:?})",
+                hex(&v.disk_digest),
+                v.problems
+            )));
+        }
         let got = scan_volume(&self.guest.join("volumes").join(vol))?.manifest;
         if got != *want {
             return Err(HostError::Protocol(format!(
@@ -424,7 +433,7 @@ async fn run_in(args: &DemoArgs, root: &Path) -> Result<()> {
     }
     let cold = t0.elapsed();
     for (vol, m) in &wants {
-        demo.check_tree(vol, m)?;
+        demo.check_tree(vol, m).await?;
         println!(
             "      {vol}: {} files, {} ✓",
             m.file_count(),

@@ -209,3 +209,34 @@ fn status_reports_what_the_guest_holds() {
         "{table}"
     );
 }
+
+#[test]
+fn verify_rereads_the_guest_disk_and_finds_tampering() {
+    let t = tempfile::tempdir().unwrap();
+    let agent = Agent::start(t.path(), &t.path().join("guest"), &[]);
+    let src = t.path().join("src");
+    write(&src.join("a"), b"alpha", 0o644);
+    assert!(sync_once(&agent.addr(), &[("v", &src)]).status.success());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let verify = || {
+        rt.block_on(async {
+            let c = ferry_host::client::AgentClient::connect(
+                &agent.addr().parse().unwrap(),
+                "test",
+                9,
+                std::time::Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+            c.verify("v").await.unwrap()
+        })
+    };
+    let ok = verify();
+    assert!(ok.matches, "{:?}", ok.problems);
+    assert_eq!(ok.disk_digest, manifest_of(&src).digest().to_vec());
+    // Something in the guest changes a file behind the agent's back.
+    fs::write(agent.volume("v").join("..data/a"), b"tampered").unwrap();
+    let bad = verify();
+    assert!(!bad.matches);
+    assert_eq!(bad.problems, ["~a"]);
+}
