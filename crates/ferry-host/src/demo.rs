@@ -2,9 +2,9 @@
 //! processes over a unix socket, keeping a kubelet-style pod current while
 //! the demo plays kubelet: a first sync, token rotations, a Secret update,
 //! ConfigMap keys changed, added and removed. Each step prints what changed,
-//! how long it took to appear in the guest (from kubelet's `..data` rename
-//! on the node to the agent's `..data` rename in the guest, both seen by
-//! inotify), the bytes that crossed the wire (a counting proxy sits on the
+//! how long it took to appear in the guest (from the moment kubelet starts
+//! writing the new version on the node to the agent's `..data` rename in the
+//! guest, seen by inotify), the bytes that crossed the wire (a counting proxy sits on the
 //! socket), and a check that the guest holds exactly the node's tree.
 use std::{
     collections::HashMap,
@@ -146,9 +146,10 @@ impl Demo {
         self.pod.join("volumes").join(plugin).join(vol)
     }
 
-    /// Waits until the agent holds `vol` with exactly `want`'s digest;
-    /// returns when its `..data` was renamed, as seen by inotify.
-    async fn wait_for(&mut self, vol: &str, want: &Manifest) -> Result<Instant> {
+    /// Waits until the agent holds `vol` with exactly `want`'s digest and
+    /// its `..data` rename after `since` has been seen; returns when that
+    /// rename was seen by inotify.
+    async fn wait_for(&mut self, vol: &str, want: &Manifest, since: Instant) -> Result<Instant> {
         let deadline = Instant::now() + STEP_TIMEOUT;
         let digest = want.digest();
         loop {
@@ -156,6 +157,7 @@ impl Demo {
             if let Some(s) = st.volumes.iter().find(|v| v.name == vol)
                 && s.digest.as_slice() == digest.as_slice()
                 && let Some(t) = self.observer.last.get(vol)
+                && *t >= since
             {
                 return Ok(*t);
             }
@@ -180,10 +182,12 @@ impl Demo {
         let dir = self.volume_dir(vol);
         let before = scan_volume(&dir).map(|s| s.manifest).unwrap_or_default();
         let wire0 = self.proxy.counters.sent();
-        self.writers[vol].write(p).map_err(io_err(&dir))?;
+        // From the moment kubelet starts writing: the guest can publish
+        // before kubelet has finished its own clean-up after the rename.
         let t0 = Instant::now();
+        self.writers[vol].write(p).map_err(io_err(&dir))?;
         let after = scan_volume(&dir)?.manifest;
-        let seen = self.wait_for(vol, &after).await?;
+        let seen = self.wait_for(vol, &after, t0).await?;
         let latency = seen.saturating_duration_since(t0);
         let wire = self.proxy.counters.sent() - wire0;
         let plan = diff(&before, &after);
@@ -428,7 +432,7 @@ async fn run_in(args: &DemoArgs, root: &Path) -> Result<()> {
     let mut wants = Vec::new();
     for (vol, _) in VOLUMES {
         let m = scan_volume(&demo.volume_dir(vol))?.manifest;
-        demo.wait_for(vol, &m).await?;
+        demo.wait_for(vol, &m, t0).await?;
         wants.push((vol, m));
     }
     let cold = t0.elapsed();
