@@ -108,6 +108,58 @@ pub enum GuestError {
         first: String,
         count: usize,
     },
+    /// An entry in a file volume other than its one file at `content`.
+    #[error(
+        "file volume {volume:?} holds exactly one file entry, at path \"content\"; refusing entry {path:?}"
+    )]
+    NotFileEntry { volume: String, path: String },
+    /// A file volume committed without its one file.
+    #[error(
+        "cannot commit file volume {volume:?}: it must hold exactly one file entry at \"content\", the transaction holds {entries} entries"
+    )]
+    FileVolumeShape { volume: String, entries: usize },
+    /// A volume kind this agent does not know.
+    #[error("volume {volume:?}: unknown volume kind {value}")]
+    UnknownKind { volume: String, value: i32 },
+    /// A Begin of one kind on a volume of the other kind.
+    #[error(
+        "volume {volume:?} is a {holds} volume, not a {asked} volume: remove it first to reuse the name"
+    )]
+    KindMismatch {
+        volume: String,
+        holds: ferry_tree::VolumeKind,
+        asked: ferry_tree::VolumeKind,
+    },
+    /// A volume the store does not hold.
+    #[error("no volume {0:?} in the store")]
+    NoVolume(String),
+    /// A path that is not in a volume's current version.
+    #[error("no {path:?} in volume {volume:?}")]
+    NoSuchPath { volume: String, path: String },
+    /// A path that should name a regular file and does not.
+    #[error("{path:?} in volume {volume:?} is not a regular file")]
+    NotAFile { volume: String, path: String },
+    /// A path given for a file volume, which has none.
+    #[error("volume {volume:?} is a file volume: it has no path {path:?} (leave the path empty)")]
+    PathOnFileVolume { volume: String, path: String },
+    /// A read larger than the agent serves in one message.
+    #[error("max_bytes {asked} is more than the largest read, {limit}")]
+    ReadTooBig { asked: u64, limit: u64 },
+    /// A mount request that cannot be carried out as asked.
+    #[error("mount of volume {volume:?} at {target:?}: {why}")]
+    BadMount {
+        volume: String,
+        target: String,
+        why: String,
+    },
+    /// The kernel refused a bind mount (not root, no mount namespace
+    /// rights).
+    #[error("bind mount at {target:?}: {source}")]
+    BindMount {
+        target: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// A host speaking another protocol version.
     #[error("protocol version mismatch: the host speaks {host}, this agent speaks {guest}")]
     ProtocolVersion { host: u32, guest: u32 },
@@ -199,18 +251,38 @@ impl GuestError {
             | ChunkTooBig { .. }
             | SizeLies { .. }
             | HashMismatch { .. }
-            | ManifestDigest { .. } => Code::INVALID_ARGUMENT,
-            UnknownTxn(_) | NotPending { .. } | NotInBase { .. } => Code::NOT_FOUND,
-            BaseMismatch { .. } | PendingFiles { .. } | ProtocolVersion { .. } => {
-                Code::FAILED_PRECONDITION
+            | ManifestDigest { .. }
+            | NotFileEntry { .. }
+            | FileVolumeShape { .. }
+            | UnknownKind { .. }
+            | NotAFile { .. }
+            | PathOnFileVolume { .. }
+            | ReadTooBig { .. }
+            | BadMount { .. } => Code::INVALID_ARGUMENT,
+            UnknownTxn(_)
+            | NotPending { .. }
+            | NotInBase { .. }
+            | NoVolume(_)
+            | NoSuchPath { .. } => Code::NOT_FOUND,
+            BaseMismatch { .. }
+            | PendingFiles { .. }
+            | ProtocolVersion { .. }
+            | KindMismatch { .. } => Code::FAILED_PRECONDITION,
+            BindMount { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => {
+                Code::PERMISSION_DENIED
             }
             Busy { .. } => Code::ABORTED,
             Quota { .. } | TooManyVolumes { .. } | NoSpace(_) => Code::RESOURCE_EXHAUSTED,
             Confinement(_) => Code::PERMISSION_DENIED,
             TxnAborted { source, .. } => source.code(),
-            Fs(_) | Scan(_) | State { .. } | Config(_) | Mount { .. } | Listen(_) | Server(_) => {
-                Code::INTERNAL
-            }
+            Fs(_)
+            | Scan(_)
+            | State { .. }
+            | Config(_)
+            | Mount { .. }
+            | BindMount { .. }
+            | Listen(_)
+            | Server(_) => Code::INTERNAL,
         }
     }
 

@@ -199,6 +199,29 @@ impl Dir {
         Ok(File::from(fd))
     }
 
+    /// Opens the existing regular file `rel` for writing in place (never
+    /// following a link, never creating).
+    pub fn open_file_rw(&self, rel: &str) -> FsResult<File> {
+        let flags = OFlags::RDWR | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NOCTTY;
+        let fd = rfs::openat2(&self.fd, rel, flags, Mode::empty(), RESOLVE)
+            .map_err(|e| FsError::new("open for writing", rel, e.into()))?;
+        Ok(File::from(fd))
+    }
+
+    /// An `O_PATH` handle on `rel` (a file or a directory, never a symlink):
+    /// something to bind-mount through `/proc/self/fd` without a path that
+    /// could be swapped in between.
+    pub fn open_path(&self, rel: &str) -> FsResult<OwnedFd> {
+        let flags = OFlags::PATH | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+        let fd = rfs::openat2(&self.fd, rel, flags, Mode::empty(), RESOLVE)
+            .map_err(|e| FsError::new("open", rel, e.into()))?;
+        let st = rfs::fstat(&fd).map_err(|e| FsError::new("stat", rel, e.into()))?;
+        if FileType::from_raw_mode(st.st_mode) == FileType::Symlink {
+            return Err(FsError::new("open", rel, Errno::LOOP.into()));
+        }
+        Ok(fd)
+    }
+
     /// Creates the symlink `rel` -> `target`. The target is stored, never
     /// resolved here.
     pub fn symlink(&self, target: &str, rel: &str) -> FsResult<()> {

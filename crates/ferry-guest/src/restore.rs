@@ -15,7 +15,9 @@
 //!   Begin gets a base mismatch and resyncs: safe, just not free);
 //! - the visible links are repaired.
 //!
-//! State files of volumes that no longer exist are deleted.
+//! State files of volumes that no longer exist are deleted
+//! ([`remove_stale_state`], once file volumes are loaded too, see
+//! [`crate::file_volume::load_files`]).
 use std::path::Path;
 
 use ferry_tree::{Manifest, path::validate_volume_name, scan_volume};
@@ -68,19 +70,21 @@ pub fn load_volumes(
             }
         }
     }
+    Ok(out)
+}
+
+/// Deletes the state files of volumes that are not `live` (and temp files
+/// of interrupted saves).
+pub fn remove_stale_state(state_dir: &Dir, live: &dyn Fn(&str) -> bool) -> Result<()> {
     for (file, _) in state_dir.entries()? {
         let Some(file) = file.to_str() else { continue };
-        let volume = file
-            .strip_suffix(".manifest")
-            .or_else(|| file.strip_suffix(".manifest.tmp"));
-        let live =
-            volume.is_some_and(|v| file.ends_with(".manifest") && out.iter().any(|(n, _)| n == v));
-        if !live {
+        let keep = file.strip_suffix(".manifest").is_some_and(live);
+        if !keep {
             tracing::info!(file, "removing a stale state file");
             state_dir.unlink(file)?;
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Loads one volume; `None` means it must be removed.
@@ -128,7 +132,7 @@ fn load_volume(
         }
     }
     let from_state = match state::load(state_dir, name) {
-        Ok(Some(c)) if c.version == version => Some(c),
+        Ok(Some(c)) if c.version == version && c.kind == ferry_tree::VolumeKind::Tree => Some(c),
         Ok(Some(c)) => {
             tracing::warn!(volume = name, state = %c.version, published = %version, "the state file describes another version: rescanning");
             None
@@ -157,6 +161,7 @@ fn load_volume(
             }
             let manifest: Manifest = scanned.manifest;
             Committed {
+                kind: ferry_tree::VolumeKind::Tree,
                 generation: version::generation_of(&version).unwrap_or(1),
                 last_commit_ms: version::time_of(&version).unwrap_or(0),
                 version,

@@ -11,6 +11,7 @@ use ttrpc::r#async::TtrpcContext;
 
 use crate::{
     error::{GuestError, Result},
+    mount::{Mounter, SysMounter},
     store::Store,
 };
 
@@ -18,12 +19,18 @@ use crate::{
 #[derive(Clone)]
 pub struct Service {
     store: Arc<Store>,
+    mounter: Arc<dyn Mounter>,
 }
 
 impl Service {
-    /// A service answering from `store`.
+    /// A service answering from `store`, mounting with the real syscalls.
     pub fn new(store: Arc<Store>) -> Service {
-        Service { store }
+        Service::with_mounter(store, Arc::new(SysMounter))
+    }
+
+    /// A service that mounts through `mounter` (a recording fake in tests).
+    pub fn with_mounter(store: Arc<Store>, mounter: Arc<dyn Mounter>) -> Service {
+        Service { store, mounter }
     }
 
     /// The store behind the service.
@@ -179,6 +186,46 @@ impl Ferry for Service {
         self.run("Status", |s| Ok(s.status())).await
     }
 
+    async fn mount(
+        &self,
+        _: &TtrpcContext,
+        req: pb::MountRequest,
+    ) -> ttrpc::Result<pb::MountResponse> {
+        let (volume, path) = (req.volume.clone(), req.path.clone());
+        let mounter = self.mounter.clone();
+        let r = self
+            .run("Mount", move |s| s.mount(&req, mounter.as_ref()))
+            .await?;
+        tracing::info!(
+            volume = %volume,
+            path = %path,
+            source = %r.source,
+            target = %r.target,
+            read_only = r.read_only,
+            created = r.created,
+            "mounted"
+        );
+        Ok(r)
+    }
+
+    async fn read_file(
+        &self,
+        _: &TtrpcContext,
+        req: pb::ReadFileRequest,
+    ) -> ttrpc::Result<pb::ReadFileResponse> {
+        let (volume, path) = (req.volume.clone(), req.path.clone());
+        let r = self.run("ReadFile", move |s| s.read_file(&req)).await?;
+        tracing::info!(
+            volume = %volume,
+            path = %path,
+            size = r.size,
+            returned = r.data.len(),
+            truncated = r.truncated,
+            "read file"
+        );
+        Ok(r)
+    }
+
     async fn verify(
         &self,
         _: &TtrpcContext,
@@ -193,5 +240,27 @@ impl Ferry for Service {
             "verify"
         );
         Ok(r)
+    }
+
+    /// Powers the VM off (or reboots it) after replying, when this agent is
+    /// a VM's init or the agent ferry's init started; any other agent (on a
+    /// node, in a test) refuses with FAILED_PRECONDITION, because a host must
+    /// never be able to turn off the machine an ordinary agent runs on.
+    async fn power_off(
+        &self,
+        _: &TtrpcContext,
+        req: pb::PowerOffRequest,
+    ) -> ttrpc::Result<pb::PowerOffResponse> {
+        let Some(ctl) = crate::init::power_control() else {
+            let msg = "this ferry-agent is not a VM's init (PID 1, or the agent ferry's PID 1 started): refusing to power off";
+            tracing::warn!(rpc = "PowerOff", "refused: {msg}");
+            return Err(ferry_proto::wire::status(
+                ttrpc::Code::FAILED_PRECONDITION,
+                msg,
+            ));
+        };
+        tracing::warn!(reboot = req.reboot, "the host asked to power off the VM");
+        crate::init::schedule_power_off(ctl, req.reboot);
+        Ok(pb::PowerOffResponse::new())
     }
 }

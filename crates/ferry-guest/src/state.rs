@@ -10,7 +10,7 @@
 use std::io::{Read, Write};
 
 use ferry_proto::{convert, ferry as pb};
-use ferry_tree::{Manifest, manifest::empty_digest};
+use ferry_tree::{Manifest, VolumeKind, manifest::empty_digest};
 use protobuf::Message;
 
 use crate::{
@@ -29,6 +29,8 @@ pub struct Committed {
     pub generation: u64,
     /// When it was published (unix ms).
     pub last_commit_ms: i64,
+    /// A tree (`<root>/volumes/<name>`) or a file (`<root>/files/<name>`).
+    pub kind: VolumeKind,
 }
 
 /// The summary of a volume; `None` is a volume that does not exist (yet),
@@ -46,6 +48,7 @@ pub fn summary(name: &str, c: Option<&Committed>) -> pb::VolumeSummary {
             s.bytes = c.manifest.total_bytes();
             s.entries = c.manifest.len() as u64;
             s.last_commit_unix_ms = c.last_commit_ms;
+            s.kind = convert::volume_kind_to_pb(c.kind).into();
         }
     }
     s
@@ -113,7 +116,10 @@ pub fn load(state_dir: &Dir, volume: &str) -> Result<Option<Committed>> {
     if manifest.digest().as_slice() != s.digest.as_slice() {
         return Err(bad("entries do not match the recorded digest".into()));
     }
+    let kind = convert::volume_kind_from_pb(s.kind)
+        .ok_or_else(|| bad(format!("unknown volume kind {}", s.kind.value())))?;
     Ok(Some(Committed {
+        kind,
         manifest,
         version: s.version,
         generation: s.generation,
@@ -139,6 +145,7 @@ mod tests {
             version: "2026_01_01_00_00_00.3".into(),
             generation: 3,
             last_commit_ms: 5,
+            kind: VolumeKind::Tree,
         };
         save(&d, "v", &c).unwrap();
         save(&d, "v", &c).unwrap();
@@ -148,6 +155,14 @@ mod tests {
             (got.version.as_str(), got.generation),
             (c.version.as_str(), 3)
         );
+        assert_eq!(got.kind, VolumeKind::Tree);
+        let f = Committed {
+            manifest: Manifest::from_iter([Entry::file(ferry_tree::FILE_ENTRY, 0o644, 0, 0, b"h")]),
+            kind: VolumeKind::File,
+            ..c.clone()
+        };
+        save(&d, "f", &f).unwrap();
+        assert_eq!(load(&d, "f").unwrap().unwrap().kind, VolumeKind::File);
         assert!(load(&d, "w").unwrap().is_none());
         std::fs::write(t.path().join("v.manifest"), b"\xff\xff garbage").unwrap();
         assert!(load(&d, "v").is_err());

@@ -25,20 +25,21 @@ use std::{
 
 use ferry_proto::{convert, ferry as pb};
 use ferry_tree::{
+    VolumeKind,
     manifest::{empty_digest, hex},
     path::validate_volume_name,
 };
-use protobuf::Message;
 
 use crate::{
     error::{GuestError, Result},
+    file_volume::{self, FILES_DIR, FileParams, FileTxn},
     fsops::Dir,
     layout,
     limits::StoreLimits,
     policy::Policy,
     restore,
     state::{self, Committed},
-    txn::{Params, Txn, Usage},
+    txn::{Params, Txn, Usage, Work},
     version,
 };
 
@@ -49,8 +50,8 @@ pub const AGENT: &str = concat!("ferry-agent ", env!("CARGO_PKG_VERSION"));
 pub const DEFAULT_TXN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One volume: its published state and its open transaction, if any.
-struct Volume {
-    name: String,
+pub(crate) struct Volume {
+    pub(crate) name: String,
     state: Mutex<VolState>,
     /// What this volume holds in the store, for the store quotas of other
     /// volumes: the larger of its committed and its working usage. Read
@@ -62,10 +63,10 @@ struct Volume {
 }
 
 #[derive(Default)]
-struct VolState {
-    committed: Option<Committed>,
+pub(crate) struct VolState {
+    pub(crate) committed: Option<Committed>,
     usage: Usage,
-    txn: Option<Txn>,
+    txn: Option<Work>,
 }
 
 impl Volume {
@@ -79,12 +80,12 @@ impl Volume {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, VolState> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, VolState> {
         lock(&self.state)
     }
 
     fn update_reserved(&self, st: &VolState) {
-        let w = st.txn.as_ref().map(|t| t.usage).unwrap_or_default();
+        let w = st.txn.as_ref().map(Work::usage).unwrap_or_default();
         self.reserved_entries
             .store(st.usage.entries.max(w.entries), Ordering::Relaxed);
         self.reserved_bytes
@@ -132,7 +133,8 @@ pub struct Aborted {
 /// blocking and safe to call from many threads.
 pub struct Store {
     root: PathBuf,
-    volumes_dir: Dir,
+    pub(crate) volumes_dir: Dir,
+    pub(crate) files_dir: Dir,
     state_dir: Dir,
     limits: StoreLimits,
     policy: Policy,
@@ -145,9 +147,10 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store at `root`: `<root>/volumes` and
-    /// `<root>/state`, mode 0700. Volumes left by a previous run are loaded
-    /// and repaired (see [`crate::restore`]).
+    /// Opens (creating if needed) the store at `root`: `<root>/volumes` (tree
+    /// volumes), `<root>/files` (file volumes) and `<root>/state`, mode 0700.
+    /// Volumes left by a previous run are loaded and repaired (see
+    /// [`crate::restore`] and [`file_volume::load_files`]).
     pub fn open(root: PathBuf, limits: StoreLimits, policy: Policy) -> Result<Store> {
         use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
         let mkdir = |p: &Path| -> Result<()> {
@@ -164,15 +167,27 @@ impl Store {
         };
         mkdir(&root)?;
         let root_dir = Dir::open_root(&root)?;
-        for sub in ["volumes", "state"] {
+        for sub in ["volumes", FILES_DIR, "state"] {
             if root_dir.kind(sub)?.is_none() {
                 root_dir.mkdir(sub, 0o700)?;
                 root_dir.chmod(sub, 0o700)?;
             }
         }
         let volumes_dir = root_dir.open_dir("volumes")?;
+        let files_dir = root_dir.open_dir(FILES_DIR)?;
         let state_dir = root_dir.open_dir("state")?;
-        let loaded = restore::load_volumes(&root.join("volumes"), &volumes_dir, &state_dir)?;
+        let mut loaded = restore::load_volumes(&root.join("volumes"), &volumes_dir, &state_dir)?;
+        for (name, c) in file_volume::load_files(&files_dir, &state_dir)? {
+            if loaded.iter().any(|(n, _)| *n == name) {
+                // Never made by us (a Begin refuses the other kind): the
+                // tree, which has its own version history, wins.
+                tracing::warn!(volume = %name, "a tree and a file volume share this name: removing the file");
+                files_dir.unlink(&name)?;
+                continue;
+            }
+            loaded.push((name, c));
+        }
+        restore::remove_stale_state(&state_dir, &|n| loaded.iter().any(|(v, _)| v == n))?;
         let mut volumes = BTreeMap::new();
         for (name, committed) in loaded {
             let v = Volume::new(&name);
@@ -193,6 +208,7 @@ impl Store {
         Ok(Store {
             root,
             volumes_dir,
+            files_dir,
             state_dir,
             limits,
             policy,
@@ -238,7 +254,7 @@ impl Store {
         (n << 32) | u64::from(low)
     }
 
-    fn volume(&self, name: &str) -> Option<Arc<Volume>> {
+    pub(crate) fn volume(&self, name: &str) -> Option<Arc<Volume>> {
         lock(&self.volumes).get(name).cloned()
     }
 
@@ -302,87 +318,15 @@ impl Store {
         Ok(r)
     }
 
-    /// One page of the committed manifest of a volume. A volume that does
-    /// not exist is empty, with generation 0 and the empty digest.
-    pub fn get_manifest(&self, req: &pb::GetManifestRequest) -> Result<pb::GetManifestResponse> {
-        validate_volume_name(&req.volume)?;
-        let mut r = pb::GetManifestResponse::new();
-        let v = self.volume(&req.volume);
-        let st = v.as_ref().map(|v| v.lock());
-        let committed = st.as_ref().and_then(|s| s.committed.as_ref());
-        r.volume = Some(state::summary(&req.volume, committed)).into();
-        if let Some(c) = committed {
-            let mut budget = ferry_proto::MAX_BATCH_BYTES;
-            for e in c.manifest.iter_after(&req.start_after) {
-                let p = convert::entry_to_pb(e);
-                // Field tag, length prefix and the entry itself.
-                let size = p.compute_size() as usize + 8;
-                if size > budget && !r.entries.is_empty() {
-                    r.more = true;
-                    break;
-                }
-                budget = budget.saturating_sub(size);
-                r.entries.push(p);
-            }
-        }
-        Ok(r)
-    }
-
-    /// Reads a volume back from disk the way a container sees it (through
-    /// `..data`) and compares it with the committed manifest. The volume
-    /// lock is held so no commit swaps versions mid-read.
-    pub fn verify(&self, req: &pb::VerifyRequest) -> Result<pb::VerifyResponse> {
-        validate_volume_name(&req.volume)?;
-        let v = self.volume(&req.volume);
-        let st = v.as_ref().map(|v| v.lock());
-        let committed = st.as_ref().and_then(|s| s.committed.as_ref());
-        let mut r = pb::VerifyResponse::new();
-        r.volume = Some(state::summary(&req.volume, committed)).into();
-        let dir = self.root().join("volumes").join(&req.volume);
-        let (disk, version) = if dir.exists() {
-            let s = ferry_tree::scan_volume(&dir)?;
-            let version = match s.layout {
-                ferry_tree::Layout::Kubelet { version } => {
-                    version.trim_start_matches("..").to_string()
-                }
-                ferry_tree::Layout::Plain => String::new(),
-            };
-            (s.manifest, version)
-        } else {
-            (ferry_tree::Manifest::new(), String::new())
-        };
-        let empty = ferry_tree::Manifest::new();
-        let want = committed.map(|c| &c.manifest).unwrap_or(&empty);
-        r.disk_digest = disk.digest().to_vec();
-        r.disk_entries = disk.len() as u64;
-        r.matches =
-            disk.digest() == want.digest() && committed.is_none_or(|c| c.version == version);
-        r.disk_version = version;
-        if !r.matches {
-            let plan = ferry_tree::diff(want, &disk);
-            r.problems = plan
-                .removes
-                .iter()
-                .map(|p| format!("-{p}"))
-                .chain(plan.upserts.iter().map(|e| {
-                    let sign = if want.get(&e.path).is_some() {
-                        '~'
-                    } else {
-                        '+'
-                    };
-                    format!("{sign}{}", e.path)
-                }))
-                .take(16)
-                .collect();
-        }
-        Ok(r)
-    }
-
     /// Opens a transaction on a volume whose current digest is
     /// `base_digest`, cloning the current version into a staging directory.
     pub fn begin(&self, req: &pb::BeginRequest) -> Result<pb::BeginResponse> {
         validate_volume_name(&req.volume)?;
         let name = req.volume.as_str();
+        let kind = convert::volume_kind_from_pb(req.kind).ok_or(GuestError::UnknownKind {
+            volume: name.to_string(),
+            value: req.kind.value(),
+        })?;
         let host_base = if req.base_digest.iter().all(|b| *b == 0) {
             empty_digest()
         } else {
@@ -410,7 +354,7 @@ impl Store {
                 .or_insert_with(|| Arc::new(Volume::new(name)))
                 .clone()
         };
-        let r = self.begin_locked(&v, req, host_base);
+        let r = self.begin_locked(&v, req, kind, host_base);
         drop(v);
         if r.is_err() {
             self.prune(name);
@@ -422,34 +366,40 @@ impl Store {
         &self,
         v: &Arc<Volume>,
         req: &pb::BeginRequest,
+        kind: VolumeKind,
         host_base: ferry_tree::Digest,
     ) -> Result<pb::BeginResponse> {
         let name = v.name.as_str();
         let mut st = v.lock();
         if let Some(t) = &st.txn {
-            let idle = t.last_activity.elapsed();
-            if req.client_id != 0 && t.client_id == req.client_id {
+            let (id, idle) = (t.id(), t.last_activity().elapsed());
+            if req.client_id != 0 && t.client_id() == req.client_id {
                 tracing::warn!(
                     volume = name,
-                    txn = t.id,
-                    "preempting stale transaction {} of the same client",
-                    t.id
+                    txn = id,
+                    "preempting stale transaction {id} of the same client"
                 );
             } else if idle > self.txn_timeout {
                 tracing::warn!(
                     volume = name,
-                    txn = t.id,
-                    "aborting transaction {} idle for {idle:?} (timeout {:?})",
-                    t.id,
+                    txn = id,
+                    "aborting transaction {id} idle for {idle:?} (timeout {:?})",
                     self.txn_timeout
                 );
             } else {
                 return Err(GuestError::Busy {
                     volume: name.to_string(),
-                    txn: t.id,
+                    txn: id,
                 });
             }
             self.drop_txn(v, &mut st)?;
+        }
+        if let Some(c) = st.committed.as_ref().filter(|c| c.kind != kind) {
+            return Err(GuestError::KindMismatch {
+                volume: name.to_string(),
+                holds: c.kind,
+                asked: kind,
+            });
         }
         let (generation, guest_digest) = match &st.committed {
             Some(c) => (c.generation, c.manifest.digest()),
@@ -480,7 +430,19 @@ impl Store {
         }
         let version = version::version_name(version::now_unix_ms(), generation + 1);
         let id = self.next_txn_id();
-        let txn = (|| -> Result<Txn> {
+        let txn = (|| -> Result<Work> {
+            if kind == VolumeKind::File {
+                return Ok(Work::File(FileTxn::begin(FileParams {
+                    id,
+                    client_id: req.client_id,
+                    volume: name,
+                    version: version.clone(),
+                    files: self.files_dir.try_clone()?,
+                    base: st.committed.as_ref(),
+                    limits: self.limits,
+                    policy: self.policy,
+                })?));
+            }
             if creating {
                 match self.volumes_dir.mkdir(name, 0o755) {
                     Err(e) if e.errno() == Some(rustix::io::Errno::EXIST) => {}
@@ -499,11 +461,12 @@ impl Store {
                 limits: self.limits,
                 policy: self.policy,
             })
+            .map(Work::Tree)
         })();
         let txn = match txn {
             Ok(t) => t,
             Err(e) => {
-                if creating {
+                if creating && kind == VolumeKind::Tree {
                     self.remove_volume_dir(name);
                 }
                 v.update_reserved(&st);
@@ -525,15 +488,16 @@ impl Store {
         let Some(t) = st.txn.take() else {
             return Ok(None);
         };
-        lock(&self.txns).remove(&t.id);
+        lock(&self.txns).remove(&t.id());
         let info = Aborted {
             volume: v.name.clone(),
-            txn: t.id,
-            idle: t.last_activity.elapsed(),
-            age: t.started.elapsed(),
+            txn: t.id(),
+            idle: t.last_activity().elapsed(),
+            age: t.started().elapsed(),
         };
+        let tree = t.kind() == VolumeKind::Tree;
         let r = t.discard();
-        if st.committed.is_none() {
+        if st.committed.is_none() && tree {
             self.remove_volume_dir(&v.name);
         }
         v.update_reserved(st);
@@ -568,18 +532,18 @@ impl Store {
 
     /// Runs `f` on the open transaction `id`. Any error aborts the
     /// transaction (staging removed) and says so.
-    fn with_txn<T>(&self, id: u64, f: impl FnOnce(&mut Txn, &Store) -> Result<T>) -> Result<T> {
+    fn with_txn<T>(&self, id: u64, f: impl FnOnce(&mut Work, &Store) -> Result<T>) -> Result<T> {
         let v = self.txn_volume(id)?;
         let mut st = v.lock();
         let txn = match st.txn.as_mut() {
-            Some(t) if t.id == id => t,
+            Some(t) if t.id() == id => t,
             _ => return Err(GuestError::UnknownTxn(id)),
         };
-        txn.last_activity = Instant::now();
+        txn.touch();
         match f(txn, self) {
             Ok(x) => {
                 if let Some(t) = st.txn.as_mut() {
-                    t.last_activity = Instant::now();
+                    t.touch();
                 }
                 v.update_reserved(&st);
                 Ok(x)
@@ -591,7 +555,7 @@ impl Store {
     /// Applies removes and upserts to a transaction.
     pub fn put_entries(&self, req: &pb::PutEntriesRequest) -> Result<pb::PutEntriesResponse> {
         self.with_txn(req.txn_id, |t, s| {
-            let others = s.others_usage(&t.volume);
+            let others = s.others_usage(t.volume());
             let pending = t.put_entries(&req.removes, &req.upserts, others)?;
             let mut r = pb::PutEntriesResponse::new();
             r.pending_files = pending;
@@ -617,14 +581,20 @@ impl Store {
         let v = self.txn_volume(id)?;
         let mut st = v.lock();
         let t = match st.txn.as_mut() {
-            Some(t) if t.id == id => t,
+            Some(t) if t.id() == id => t,
             _ => return Err(GuestError::UnknownTxn(id)),
         };
-        t.last_activity = Instant::now();
-        let published = t.prepare_commit(&req.manifest_digest).and_then(|reused| {
-            layout::publish(&t.vol_dir, &layout::version_dir(&t.version))?;
-            Ok(reused)
-        });
+        t.touch();
+        let published = match t {
+            Work::Tree(t) => t.prepare_commit(&req.manifest_digest).and_then(|reused| {
+                layout::publish(&t.vol_dir, &layout::version_dir(&t.version))?;
+                Ok(reused)
+            }),
+            Work::File(t) => t.prepare_commit(&req.manifest_digest).and_then(|reused| {
+                t.publish()?;
+                Ok(reused)
+            }),
+        };
         let reused = match published {
             Ok(r) => r,
             Err(e) => return Err(self.fail_txn(&v, &mut st, id, e)),
@@ -632,43 +602,70 @@ impl Store {
         // Published. Nothing can undo it now: the remaining steps are
         // repairs that a restart would also make, so their failures are
         // logged, not returned.
-        let t = st.txn.take().expect("transaction checked above");
+        let work = st.txn.take().expect("transaction checked above");
         lock(&self.txns).remove(&id);
-        let old_version = st.committed.as_ref().map(|c| c.version.clone());
-        let committed = Committed {
-            manifest: t.working,
-            version: t.version,
-            generation: t.base_generation + 1,
-            last_commit_ms: version::now_unix_ms(),
-        };
         let name = v.name.as_str();
-        let vol_dir = t.vol_dir;
-        if let Err(e) = layout::sync_visible_links(&vol_dir, committed.manifest.top_level_names()) {
-            tracing::error!(volume = name, "updating the visible links: {e}");
-        }
-        if let Some(old) = old_version
-            && let Err(e) = vol_dir.remove_tree(&layout::version_dir(&old))
-        {
-            tracing::error!(volume = name, version = %old, "removing the old version: {e}");
-        }
+        let old_version = st.committed.as_ref().map(|c| c.version.clone());
+        let (manifest, version, generation, usage, stats, started, kind) = match work {
+            Work::Tree(t) => {
+                if let Err(e) = layout::sync_visible_links(&t.vol_dir, t.working.top_level_names())
+                {
+                    tracing::error!(volume = name, "updating the visible links: {e}");
+                }
+                if let Some(old) = old_version
+                    && let Err(e) = t.vol_dir.remove_tree(&layout::version_dir(&old))
+                {
+                    tracing::error!(volume = name, version = %old, "removing the old version: {e}");
+                }
+                let g = t.base_generation + 1;
+                (
+                    t.working,
+                    t.version,
+                    g,
+                    t.usage,
+                    t.stats,
+                    t.started,
+                    VolumeKind::Tree,
+                )
+            }
+            Work::File(t) => {
+                let g = t.base_generation + 1;
+                (
+                    t.working,
+                    t.version,
+                    g,
+                    t.usage,
+                    t.stats,
+                    t.started,
+                    VolumeKind::File,
+                )
+            }
+        };
+        let committed = Committed {
+            manifest,
+            version,
+            generation,
+            last_commit_ms: version::now_unix_ms(),
+            kind,
+        };
         if let Err(e) = state::save(&self.state_dir, name, &committed) {
             tracing::error!(volume = name, "saving the state file: {e}");
         }
         let mut response = pb::CommitResponse::new();
         response.volume = Some(state::summary(name, Some(&committed))).into();
         response.reused_files = reused;
-        st.usage = t.usage;
+        st.usage = usage;
         st.committed = Some(committed);
         v.update_reserved(&st);
         Ok(CommitOutcome {
             response,
             volume: v.name.clone(),
             txn: id,
-            removes: t.stats.removes,
-            upserts: t.stats.upserts,
-            sent_files: t.stats.sent_files,
-            received_bytes: t.stats.received_bytes,
-            elapsed: t.started.elapsed(),
+            removes: stats.removes,
+            upserts: stats.upserts,
+            sent_files: stats.sent_files,
+            received_bytes: stats.received_bytes,
+            elapsed: started.elapsed(),
         })
     }
 
@@ -681,7 +678,7 @@ impl Store {
             .ok_or(GuestError::UnknownTxn(id))?;
         let aborted = {
             let mut st = v.lock();
-            if st.txn.as_ref().is_none_or(|t| t.id != id) {
+            if st.txn.as_ref().is_none_or(|t| t.id() != id) {
                 return Err(GuestError::UnknownTxn(id));
             }
             self.drop_txn(&v, &mut st)?
@@ -710,8 +707,11 @@ impl Store {
                     "aborted by the volume's removal"
                 );
             }
-            if st.committed.is_some() {
-                self.volumes_dir.remove_tree(name)?;
+            if let Some(c) = &st.committed {
+                match c.kind {
+                    VolumeKind::Tree => self.volumes_dir.remove_tree(name)?,
+                    VolumeKind::File => self.files_dir.unlink(name)?,
+                };
                 self.state_dir.unlink(&state::file_name(name))?;
                 st.committed = None;
                 st.usage = Usage::default();
@@ -749,7 +749,7 @@ impl Store {
             if st
                 .txn
                 .as_ref()
-                .is_some_and(|t| t.last_activity.elapsed() > idle)
+                .is_some_and(|t| t.last_activity().elapsed() > idle)
             {
                 match self.drop_txn(&v, &mut st) {
                     Ok(Some(a)) => out.push(a),

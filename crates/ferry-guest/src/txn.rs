@@ -70,11 +70,149 @@ pub struct TxnStats {
 }
 
 /// A file announced with SOURCE_CHUNKS whose content is still arriving.
-struct Pending {
-    entry: Entry,
-    received: u64,
-    hasher: blake3::Hasher,
-    file: File,
+pub(crate) struct Pending {
+    pub entry: Entry,
+    pub received: u64,
+    pub hasher: blake3::Hasher,
+    pub file: File,
+}
+
+impl Pending {
+    /// Content for `entry` will arrive in chunks and go to `file`.
+    pub fn new(entry: Entry, file: File) -> Pending {
+        Pending {
+            entry,
+            received: 0,
+            hasher: blake3::Hasher::new(),
+            file,
+        }
+    }
+
+    /// Appends a chunk at `offset` (which must be where the content stands),
+    /// never past the declared size. Returns the bytes received so far; once
+    /// the last byte is in, the content's blake3 must be the declared one.
+    pub fn append(&mut self, offset: u64, data: &[u8]) -> Result<u64> {
+        let path = self.entry.path.as_str();
+        if data.len() > MAX_CHUNK_BYTES {
+            return Err(GuestError::ChunkTooBig {
+                path: path.to_string(),
+                len: data.len(),
+                max: MAX_CHUNK_BYTES,
+            });
+        }
+        if offset != self.received {
+            return Err(GuestError::ChunkOffset {
+                path: path.to_string(),
+                offset,
+                expected: self.received,
+            });
+        }
+        let end = self.received + data.len() as u64;
+        if end > self.entry.size {
+            return Err(GuestError::SizeLies {
+                path: path.to_string(),
+                declared: self.entry.size,
+                got: format!(
+                    "a chunk of {} bytes at offset {offset} goes past it",
+                    data.len()
+                ),
+            });
+        }
+        self.file
+            .write_all(data)
+            .map_err(|e| FsError::new("write", path, e))?;
+        self.hasher.update(data);
+        self.received = end;
+        if end == self.entry.size {
+            let actual = self.hasher.finalize();
+            if actual.as_bytes() != &self.entry.hash {
+                return Err(GuestError::HashMismatch {
+                    path: path.to_string(),
+                    declared: hex(&self.entry.hash),
+                    actual: hex(actual.as_bytes()),
+                });
+            }
+        }
+        Ok(end)
+    }
+
+    /// True when every byte has arrived (and matched its blake3).
+    pub fn complete(&self) -> bool {
+        self.received == self.entry.size
+    }
+}
+
+/// Checks the shape of a wire entry that is about to be applied: kind and
+/// hash, source, data only where it belongs, real owners, a valid path and
+/// target. Returns the entry and where its content comes from.
+pub(crate) fn checked_entry(p: &pb::Entry, limits: &StoreLimits) -> Result<(Entry, pb::Source)> {
+    let e = convert::entry_from_pb(p)?;
+    let bad = |why: String| GuestError::BadEntry {
+        path: e.path.clone(),
+        why,
+    };
+    let source = p
+        .source
+        .enum_value()
+        .map_err(|n| bad(format!("unknown source {n}")))?;
+    let inline = e.kind == Kind::File && source == pb::Source::SOURCE_INLINE;
+    if !inline && !p.data.is_empty() {
+        return Err(bad("only files with SOURCE_INLINE carry data".into()));
+    }
+    if e.uid == u32::MAX || e.gid == u32::MAX {
+        return Err(bad("uid and gid 4294967295 (-1) are not owners".into()));
+    }
+    validate_entry(&e, &limits.tree_limits())?;
+    Ok((e, source))
+}
+
+/// Refuses `e` if putting it in place of `old` in a volume using `usage`
+/// would break a volume or store quota (`others`: the rest of the store).
+pub(crate) fn check_quota(
+    volume: &str,
+    usage: Usage,
+    old: Option<&Entry>,
+    e: &Entry,
+    others: Usage,
+    l: &StoreLimits,
+) -> Result<()> {
+    let entries = usage.entries + u64::from(old.is_none());
+    let old_bytes = old.filter(|o| o.kind == Kind::File).map_or(0, |o| o.size);
+    let new_bytes = if e.kind == Kind::File { e.size } else { 0 };
+    let bytes = (usage.bytes - old_bytes).saturating_add(new_bytes);
+    let checks = [
+        (
+            format!("volume {volume:?} entries"),
+            entries,
+            l.max_volume_files,
+        ),
+        (
+            format!("volume {volume:?} bytes"),
+            bytes,
+            l.max_volume_bytes,
+        ),
+        (
+            "store entries".to_string(),
+            others.entries.saturating_add(entries),
+            l.max_store_files,
+        ),
+        (
+            "store bytes".to_string(),
+            others.bytes.saturating_add(bytes),
+            l.max_store_bytes,
+        ),
+    ];
+    for (what, wanted, limit) in checks {
+        if wanted > limit {
+            return Err(GuestError::Quota {
+                what,
+                wanted,
+                limit,
+                path: e.path.clone(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// One open transaction.
@@ -216,24 +354,16 @@ impl Txn {
     }
 
     fn upsert(&mut self, p: &pb::Entry, others: Usage) -> Result<()> {
-        let e = convert::entry_from_pb(p)?;
-        let bad = |why: String| GuestError::BadEntry {
-            path: e.path.clone(),
-            why,
-        };
-        let source = p
-            .source
-            .enum_value()
-            .map_err(|n| bad(format!("unknown source {n}")))?;
+        let (e, source) = checked_entry(p, &self.limits)?;
         let inline = e.kind == Kind::File && source == pb::Source::SOURCE_INLINE;
-        if !inline && !p.data.is_empty() {
-            return Err(bad("only files with SOURCE_INLINE carry data".into()));
-        }
-        if e.uid == u32::MAX || e.gid == u32::MAX {
-            return Err(bad("uid and gid 4294967295 (-1) are not owners".into()));
-        }
-        validate_entry(&e, &self.limits.tree_limits())?;
-        self.check_quota(&e, others)?;
+        check_quota(
+            &self.volume,
+            self.usage,
+            self.working.get(&e.path),
+            &e,
+            others,
+            &self.limits,
+        )?;
         let base_src = match (e.kind, source) {
             (Kind::File, pb::Source::SOURCE_INLINE) => {
                 check_content(&e, &p.data)?;
@@ -309,61 +439,11 @@ impl Txn {
                             check_content(&e, b"")?;
                             self.finish_file(&f, &e)?;
                         } else {
-                            self.pending.insert(
-                                e.path.clone(),
-                                Pending {
-                                    entry: e.clone(),
-                                    received: 0,
-                                    hasher: blake3::Hasher::new(),
-                                    file: f,
-                                },
-                            );
+                            self.pending
+                                .insert(e.path.clone(), Pending::new(e.clone(), f));
                         }
                     }
                 }
-            }
-        }
-        Ok(())
-    }
-
-    /// Refuses `e` if adding it would break a volume or store quota.
-    fn check_quota(&self, e: &Entry, others: Usage) -> Result<()> {
-        let old = self.working.get(&e.path);
-        let entries = self.usage.entries + u64::from(old.is_none());
-        let old_bytes = old.filter(|o| o.kind == Kind::File).map_or(0, |o| o.size);
-        let new_bytes = if e.kind == Kind::File { e.size } else { 0 };
-        let bytes = (self.usage.bytes - old_bytes).saturating_add(new_bytes);
-        let l = &self.limits;
-        let checks = [
-            (
-                format!("volume {:?} entries", self.volume),
-                entries,
-                l.max_volume_files,
-            ),
-            (
-                format!("volume {:?} bytes", self.volume),
-                bytes,
-                l.max_volume_bytes,
-            ),
-            (
-                "store entries".to_string(),
-                others.entries.saturating_add(entries),
-                l.max_store_files,
-            ),
-            (
-                "store bytes".to_string(),
-                others.bytes.saturating_add(bytes),
-                l.max_store_bytes,
-            ),
-        ];
-        for (what, wanted, limit) in checks {
-            if wanted > limit {
-                return Err(GuestError::Quota {
-                    what,
-                    wanted,
-                    limit,
-                    path: e.path.clone(),
-                });
             }
         }
         Ok(())
@@ -380,13 +460,6 @@ impl Txn {
     /// When the file is complete its blake3 is checked and its owner and mode
     /// are set.
     pub fn write_chunk(&mut self, path: &str, offset: u64, data: &[u8]) -> Result<u64> {
-        if data.len() > MAX_CHUNK_BYTES {
-            return Err(GuestError::ChunkTooBig {
-                path: path.to_string(),
-                len: data.len(),
-                max: MAX_CHUNK_BYTES,
-            });
-        }
         let p = self
             .pending
             .get_mut(path)
@@ -394,43 +467,12 @@ impl Txn {
                 txn: self.id,
                 path: path.to_string(),
             })?;
-        if offset != p.received {
-            return Err(GuestError::ChunkOffset {
-                path: path.to_string(),
-                offset,
-                expected: p.received,
-            });
-        }
-        let end = p.received + data.len() as u64;
-        if end > p.entry.size {
-            return Err(GuestError::SizeLies {
-                path: path.to_string(),
-                declared: p.entry.size,
-                got: format!(
-                    "a chunk of {} bytes at offset {offset} goes past it",
-                    data.len()
-                ),
-            });
-        }
-        p.file
-            .write_all(data)
-            .map_err(|e| FsError::new("write", path, e))?;
-        p.hasher.update(data);
-        p.received = end;
+        let end = p.append(offset, data)?;
         self.stats.received_bytes += data.len() as u64;
-        if end < p.entry.size {
-            return Ok(end);
+        if p.complete() {
+            let p = self.pending.remove(path).expect("pending entry just seen");
+            self.finish_file(&p.file, &p.entry)?;
         }
-        let p = self.pending.remove(path).expect("pending entry just seen");
-        let actual = p.hasher.finalize();
-        if actual.as_bytes() != &p.entry.hash {
-            return Err(GuestError::HashMismatch {
-                path: path.to_string(),
-                declared: hex(&p.entry.hash),
-                actual: hex(actual.as_bytes()),
-            });
-        }
-        self.finish_file(&p.file, &p.entry)?;
         Ok(end)
     }
 
@@ -501,7 +543,7 @@ impl Txn {
 }
 
 /// Checks inline (or empty) content against the entry's size and blake3.
-fn check_content(e: &Entry, data: &[u8]) -> Result<()> {
+pub(crate) fn check_content(e: &Entry, data: &[u8]) -> Result<()> {
     if data.len() as u64 != e.size {
         return Err(GuestError::SizeLies {
             path: e.path.clone(),
@@ -518,4 +560,99 @@ fn check_content(e: &Entry, data: &[u8]) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// The open transaction of a volume, of either kind. The store drives both
+/// through this; only commit differs (a rename of `..data` for a tree, an
+/// in-place write for a file).
+pub enum Work {
+    Tree(Txn),
+    File(crate::file_volume::FileTxn),
+}
+
+impl Work {
+    pub fn id(&self) -> u64 {
+        match self {
+            Work::Tree(t) => t.id,
+            Work::File(t) => t.id,
+        }
+    }
+
+    pub fn client_id(&self) -> u64 {
+        match self {
+            Work::Tree(t) => t.client_id,
+            Work::File(t) => t.client_id,
+        }
+    }
+
+    pub fn volume(&self) -> &str {
+        match self {
+            Work::Tree(t) => &t.volume,
+            Work::File(t) => &t.volume,
+        }
+    }
+
+    pub fn kind(&self) -> ferry_tree::VolumeKind {
+        match self {
+            Work::Tree(_) => ferry_tree::VolumeKind::Tree,
+            Work::File(_) => ferry_tree::VolumeKind::File,
+        }
+    }
+
+    pub fn usage(&self) -> Usage {
+        match self {
+            Work::Tree(t) => t.usage,
+            Work::File(t) => t.usage,
+        }
+    }
+
+    pub fn started(&self) -> Instant {
+        match self {
+            Work::Tree(t) => t.started,
+            Work::File(t) => t.started,
+        }
+    }
+
+    pub fn last_activity(&self) -> Instant {
+        match self {
+            Work::Tree(t) => t.last_activity,
+            Work::File(t) => t.last_activity,
+        }
+    }
+
+    /// Records activity now (the idle timeout starts again).
+    pub fn touch(&mut self) {
+        let now = Instant::now();
+        match self {
+            Work::Tree(t) => t.last_activity = now,
+            Work::File(t) => t.last_activity = now,
+        }
+    }
+
+    pub fn put_entries(
+        &mut self,
+        removes: &[String],
+        upserts: &[pb::Entry],
+        others: Usage,
+    ) -> Result<u64> {
+        match self {
+            Work::Tree(t) => t.put_entries(removes, upserts, others),
+            Work::File(t) => t.put_entries(removes, upserts, others),
+        }
+    }
+
+    pub fn write_chunk(&mut self, path: &str, offset: u64, data: &[u8]) -> Result<u64> {
+        match self {
+            Work::Tree(t) => t.write_chunk(path, offset, data),
+            Work::File(t) => t.write_chunk(path, offset, data),
+        }
+    }
+
+    /// Removes the staging; the published content is untouched.
+    pub fn discard(self) -> Result<()> {
+        match self {
+            Work::Tree(t) => t.discard(),
+            Work::File(t) => t.discard(),
+        }
+    }
 }

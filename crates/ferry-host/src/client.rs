@@ -129,6 +129,24 @@ impl AgentClient {
             .map_err(|e| HostError::rpc(format!("verify of {volume}"), e))
     }
 
+    /// The first `max_bytes` of one file of a volume in the guest (a file
+    /// volume: `path` empty), with its full size.
+    pub async fn read_file(
+        &self,
+        volume: &str,
+        path: &str,
+        max_bytes: u64,
+    ) -> Result<pb::ReadFileResponse> {
+        let mut req = pb::ReadFileRequest::new();
+        req.volume = volume.to_string();
+        req.path = path.to_string();
+        req.max_bytes = max_bytes;
+        self.rpc
+            .read_file(self.ctx(), &req)
+            .await
+            .map_err(|e| HostError::rpc(format!("read file of {volume}"), e))
+    }
+
     /// The agent's status.
     pub async fn status(&self) -> Result<pb::StatusResponse> {
         self.rpc

@@ -507,6 +507,9 @@ async fn run_in(args: &DemoArgs, root: &Path) -> Result<()> {
         println!("  {line}");
     }
 
+    println!("\n[8] ferry sandbox: a container's OCI spec goes in, the rewritten mounts come out");
+    sandbox_step(root, &me, &agent_addr).await?;
+
     terminate(&sync);
     let code = tokio::time::timeout(Duration::from_secs(10), sync.wait()).await;
     match code {
@@ -520,6 +523,105 @@ async fn run_in(args: &DemoArgs, root: &Path) -> Result<()> {
     terminate(&agent);
     let _ = tokio::time::timeout(Duration::from_secs(10), agent.wait()).await;
     println!("done: every version arrived whole; nothing was left behind in the guest");
+    Ok(())
+}
+
+/// Writes a bundle for the pod's `app` container (its three volumes, its
+/// etc-hosts and termination log, an emptyDir and a hostPath), runs a real
+/// one-shot `ferry sandbox` on it, and prints each bind mount's source
+/// before and after.
+async fn sandbox_step(root: &Path, me: &Path, agent_addr: &Address) -> Result<()> {
+    let kubelet_root = root.join("node/var/lib/kubelet");
+    let pod = crate::kubelet::Pod::new(&kubelet_root, POD_UID).map_err(io_err(root))?;
+    let hosts = pod
+        .write_etc_hosts(&crate::kubelet::etc_hosts("10.244.1.17", "app-5d8f"))
+        .map_err(io_err(root))?;
+    let term = pod
+        .termination_log("app", "4f3c2b1a")
+        .map_err(io_err(root))?;
+    let scratch = pod.empty_dir("scratch").map_err(io_err(root))?;
+    let bundle = root.join("bundle");
+    std::fs::create_dir_all(bundle.join("rootfs")).map_err(io_err(&bundle))?;
+    let bind = |dst: &str, src: &Path, opts: &[&str]| serde_json::json!({"destination": dst, "type": "bind", "source": src, "options": opts});
+    let vol = |plugin: &str, name: &str| pod.dir().join("volumes").join(plugin).join(name);
+    let spec = serde_json::json!({
+        "ociVersion": "1.1.0",
+        "process": {"args": ["/app"], "cwd": "/", "user": {"uid": 1000, "gid": 1000}},
+        "root": {"path": "rootfs"},
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            bind("/etc/hosts", &hosts, &["rbind", "rprivate", "rw"]),
+            bind("/dev/termination-log", &term, &["rbind", "rprivate", "rw"]),
+            bind("/var/run/secrets/kubernetes.io/serviceaccount", &vol(VOLUMES[0].1, VOLUMES[0].0), &["rbind", "rprivate", "ro"]),
+            bind("/etc/db", &vol(VOLUMES[1].1, VOLUMES[1].0), &["rbind", "rprivate", "rw"]),
+            bind("/etc/app/app.yaml", &vol(VOLUMES[2].1, VOLUMES[2].0).join("app.yaml"), &["rbind", "rprivate"]),
+            bind("/scratch", &scratch, &["rbind", "rprivate", "rw"]),
+            bind("/var/log/app", Path::new("/var/log"), &["rbind", "rprivate", "rw"]),
+        ],
+    });
+    let config = bundle.join("config.json");
+    std::fs::write(&config, crate::sandbox::render(&spec)).map_err(io_err(&config))?;
+    let out = bundle.join("config.ferry.json");
+    let args: Vec<String> = vec![
+        "sandbox".into(),
+        "--bundle".into(),
+        bundle.display().to_string(),
+        "--connect".into(),
+        agent_addr.to_string(),
+        "--kubelet-root".into(),
+        kubelet_root.display().to_string(),
+        "--spec-out".into(),
+        out.display().to_string(),
+    ];
+    println!("      {} {}", me.display(), args.join(" "));
+    let mut child = spawn(me, &args, &root.join("sandbox.log"))?;
+    let st = tokio::time::timeout(STEP_TIMEOUT, child.wait())
+        .await
+        .map_err(|_| HostError::Protocol("ferry sandbox did not finish in 20 s".into()))?
+        .map_err(io_err(me))?;
+    if !st.success() {
+        return Err(HostError::Protocol(format!(
+            "ferry sandbox exited with {st}; see {}",
+            root.join("sandbox.log").display()
+        )));
+    }
+    let d = crate::bundle::Discovery::load(
+        &bundle,
+        &kubelet_root,
+        Path::new(crate::bundle::DEFAULT_GUEST_ROOT),
+    )
+    .map_err(crate::sandbox::SandboxError::from)?;
+    let text = std::fs::read(&out).map_err(io_err(&out))?;
+    let rewritten: serde_json::Value = serde_json::from_slice(&text)
+        .map_err(|e| HostError::Protocol(format!("{}: {e}", out.display())))?;
+    let node_root = pod.dir();
+    let short = |s: &str| {
+        s.strip_prefix(&node_root.display().to_string())
+            .map_or_else(|| s.to_string(), |r| format!("<pod>{r}"))
+    };
+    let mounts = spec["mounts"].as_array().into_iter().flatten();
+    let after = rewritten["mounts"].as_array().cloned().unwrap_or_default();
+    for (i, m) in mounts.enumerate() {
+        if m["type"] != "bind" {
+            continue;
+        }
+        let src = m["source"].as_str().unwrap_or_default();
+        println!("      {}", m["destination"].as_str().unwrap_or_default());
+        println!("          in   {}", short(src));
+        match d.left.iter().find(|l| l.index == i) {
+            Some(l) => println!("          left {}", l.reason),
+            None => println!(
+                "          out  {} {}",
+                after[i]["source"].as_str().unwrap_or_default(),
+                after[i]["options"]
+            ),
+        }
+    }
+    println!(
+        "      (<pod> = {}; everything else in the spec is unchanged: {})",
+        node_root.display(),
+        out.display()
+    );
     Ok(())
 }
 

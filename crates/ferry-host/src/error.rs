@@ -26,6 +26,8 @@ pub enum HostError {
     ProtocolMismatch { agent: u32, ours: u32 },
     #[error("{0}")]
     Protocol(String),
+    #[error(transparent)]
+    Sandbox(#[from] crate::sandbox::SandboxError),
     #[error("volume {volume}: {path} changed while it was being sent")]
     SourceChanged { volume: String, path: String },
     #[error(

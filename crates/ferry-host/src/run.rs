@@ -131,7 +131,7 @@ pub async fn run(cfg: SyncConfig, shutdown: impl Future<Output = ()>) -> Result<
                     log_report(&r);
                 }
                 Err(e) => {
-                    tracing::error!(volume = %v.name, dir = %v.dir.display(), "sync failed: {e}");
+                    tracing::error!(volume = %v.name, source = %v.source.display(), "sync failed: {e}");
                     summary.failures += 1;
                     first_err.get_or_insert(e);
                 }
@@ -143,8 +143,7 @@ pub async fn run(cfg: SyncConfig, shutdown: impl Future<Output = ()>) -> Result<
         };
     }
 
-    let dirs: Vec<_> = cfg.volumes.iter().map(|v| v.dir.clone()).collect();
-    let mut watcher = Watcher::new(&dirs)?;
+    let mut watcher = Watcher::new(&cfg.volumes)?;
     let mut dirty: BTreeSet<usize> = (0..cfg.volumes.len()).collect();
     let mut failed: BTreeSet<usize> = BTreeSet::new();
     let mut client: Option<AgentClient> = None;
@@ -180,7 +179,7 @@ pub async fn run(cfg: SyncConfig, shutdown: impl Future<Output = ()>) -> Result<
                     failed.remove(&i);
                     summary.commits += u64::from(r.committed);
                     log_report(&r);
-                    if watcher.update(i, &v.dir, r.kubelet_layout, &r.dirs) {
+                    if watcher.update(i, &v.source, r.kubelet_layout, &r.dirs) {
                         dirty.insert(i);
                     }
                 }
@@ -192,7 +191,7 @@ pub async fn run(cfg: SyncConfig, shutdown: impl Future<Output = ()>) -> Result<
                 }
                 Err(e) => {
                     summary.failures += 1;
-                    tracing::error!(volume = %v.name, dir = %v.dir.display(), retry_in_s = RETRY_FAILED.as_secs(), "sync failed: {e}");
+                    tracing::error!(volume = %v.name, source = %v.source.display(), retry_in_s = RETRY_FAILED.as_secs(), "sync failed: {e}");
                     failed.insert(i);
                 }
             }

@@ -29,6 +29,8 @@ pub fn to_json(s: &pb::StatusResponse) -> serde_json::Value {
         },
         "volumes": s.volumes.iter().map(|v| json!({
             "name": v.name,
+            "kind": ferry_proto::convert::volume_kind_from_pb(v.kind)
+                .map_or_else(|| format!("unknown {}", v.kind.value()), |k| k.to_string()),
             "generation": v.generation,
             "version": v.version,
             "digest": hex(&v.digest),

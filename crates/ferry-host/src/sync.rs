@@ -17,10 +17,13 @@ use std::{
 };
 
 use ferry_proto::{
-    MAX_BATCH_BYTES, MAX_CHUNK_BYTES, MAX_INLINE_BYTES, convert::entry_to_pb, ferry as pb,
+    MAX_BATCH_BYTES, MAX_CHUNK_BYTES, MAX_INLINE_BYTES,
+    convert::{entry_to_pb, volume_kind_to_pb},
+    ferry as pb,
     wire::Code,
 };
-use ferry_tree::{Entry, Kind, Layout, Manifest, Plan, Scanned, diff, scan_volume};
+pub use ferry_tree::VolumeKind;
+use ferry_tree::{Entry, Kind, Layout, Manifest, Plan, Scanned, diff, scan_file, scan_volume};
 use protobuf::Message;
 
 use crate::{
@@ -28,28 +31,83 @@ use crate::{
     error::{HostError, Result},
 };
 
-/// A volume to keep in sync: its name in the guest and its directory here.
+/// A volume to keep in sync: its name in the guest, what kind it is, and
+/// where it comes from here.
+///
+/// - [`VolumeKind::Tree`]: `source` is a directory (a kubelet volume, read
+///   through its `..data` version, or any directory). The guest keeps it at
+///   `<root>/volumes/<name>` in kubelet's layout, each version swapped in
+///   atomically.
+/// - [`VolumeKind::File`]: `source` is one regular file, for what kubelet
+///   bind-mounts as a single file: etc-hosts, hostname, resolv.conf, the
+///   termination log, or a subPath (`<volume dir>/<key>`, read through that
+///   volume's `..data` version). The guest keeps it at `<root>/files/<name>`
+///   and rewrites it IN PLACE (same inode), so a bind mount of it sees every
+///   update (a reader may briefly see it partial, as under kubelet).
+///
+/// Build one with [`VolumeSpec::tree`] or [`VolumeSpec::file`], or parse
+/// `NAME=PATH` (a tree; set `kind` afterwards for a file).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VolumeSpec {
+    /// The volume's name in the guest: `[a-z0-9][a-z0-9._-]{0,252}`, unique
+    /// across both kinds.
     pub name: String,
-    pub dir: PathBuf,
+    pub kind: VolumeKind,
+    /// The directory (tree) or file (file) it is read from.
+    pub source: PathBuf,
 }
 
-impl std::str::FromStr for VolumeSpec {
-    type Err = HostError;
-    fn from_str(s: &str) -> Result<Self> {
-        let (name, dir) = s
+impl VolumeSpec {
+    /// A directory volume.
+    pub fn tree(name: impl Into<String>, dir: impl Into<PathBuf>) -> Self {
+        Self {
+            name: name.into(),
+            kind: VolumeKind::Tree,
+            source: dir.into(),
+        }
+    }
+
+    /// A single-file volume, updated in place in the guest.
+    pub fn file(name: impl Into<String>, file: impl Into<PathBuf>) -> Self {
+        Self {
+            name: name.into(),
+            kind: VolumeKind::File,
+            source: file.into(),
+        }
+    }
+
+    /// Parses `NAME=PATH` into a volume of `kind`.
+    pub fn parse(s: &str, kind: VolumeKind) -> Result<Self> {
+        let (name, path) = s
             .split_once('=')
             .ok_or_else(|| HostError::VolumeSpec(s.to_string()))?;
         ferry_tree::path::validate_volume_name(name)
             .map_err(|_| HostError::VolumeSpec(s.to_string()))?;
-        if dir.is_empty() {
+        if path.is_empty() {
             return Err(HostError::VolumeSpec(s.to_string()));
         }
         Ok(Self {
             name: name.to_string(),
-            dir: PathBuf::from(dir),
+            kind,
+            source: PathBuf::from(path),
         })
+    }
+
+    /// Reads the source as it is now (see [`ferry_tree::scan_volume`] and
+    /// [`ferry_tree::scan_file`]).
+    pub fn scan(&self) -> std::result::Result<Scanned, ferry_tree::ScanError> {
+        match self.kind {
+            VolumeKind::Tree => scan_volume(&self.source),
+            VolumeKind::File => scan_file(&self.source),
+        }
+    }
+}
+
+impl std::str::FromStr for VolumeSpec {
+    type Err = HostError;
+    /// `NAME=DIR`, a tree volume.
+    fn from_str(s: &str) -> Result<Self> {
+        Self::parse(s, VolumeKind::Tree)
     }
 }
 
@@ -122,8 +180,8 @@ impl Syncer {
         let mut fetched = false;
         let mut last_err = None;
         for _ in 0..MAX_ATTEMPTS {
-            let dir = spec.dir.clone();
-            let scanned = tokio::task::spawn_blocking(move || scan_volume(&dir))
+            let to_scan = spec.clone();
+            let scanned = tokio::task::spawn_blocking(move || to_scan.scan())
                 .await
                 .map_err(|e| HostError::Protocol(format!("scan task failed: {e}")))??;
             let base = match self.known.get(&spec.name) {
@@ -150,7 +208,7 @@ impl Syncer {
                         .filter(|e| e.kind == Kind::Dir)
                         .map(|e| e.path.clone())
                         .collect(),
-                    Layout::Kubelet { .. } => Vec::new(),
+                    Layout::Kubelet { .. } | Layout::File { .. } => Vec::new(),
                 },
                 ..Default::default()
             };
@@ -199,6 +257,7 @@ impl Syncer {
         begin.volume = spec.name.clone();
         begin.base_digest = base.digest().to_vec();
         begin.client_id = client.client_id;
+        begin.kind = volume_kind_to_pb(spec.kind).into();
         let txn = rpc
             .begin(client.ctx(), &begin)
             .await
@@ -328,7 +387,7 @@ async fn content_for(
     if e.size > MAX_INLINE_BYTES {
         return Ok(Content::Chunks);
     }
-    let path = scanned.content_root.join(&e.path);
+    let path = scanned.content_path(&e.path);
     let data = tokio::fs::read(&path)
         .await
         .map_err(|_| HostError::SourceChanged {
@@ -355,7 +414,7 @@ async fn send_chunks(
         volume: spec.name.clone(),
         path: e.path.clone(),
     };
-    let path = scanned.content_root.join(&e.path);
+    let path = scanned.content_path(&e.path);
     let mut file = std::fs::File::open(&path).map_err(|_| changed())?;
     let mut hasher = blake3::Hasher::new();
     let mut offset = 0u64;

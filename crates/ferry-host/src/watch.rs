@@ -8,16 +8,24 @@
 //! version) is ignored. A plain directory is watched recursively and marked
 //! dirty by any change; the caller syncs once the events that are already
 //! queued have been drained, so a burst of writes is one sync, not many.
+//!
+//! A file volume is watched through its parent directory (a watch on the
+//! file itself would follow the old inode after a rename): events naming
+//! the file, and the `..data` rename when the parent is a kubelet volume (a
+//! subPath key, `<vol>/<key> -> ..data/<key>`), mark it dirty.
 use std::{
     collections::{BTreeSet, HashMap},
-    ffi::OsStr,
-    path::Path,
+    ffi::{OsStr, OsString},
+    path::{Path, PathBuf},
 };
 
 use futures::{FutureExt, StreamExt};
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
 
-use crate::error::{HostError, Result};
+use crate::{
+    error::{HostError, Result},
+    sync::{VolumeKind, VolumeSpec},
+};
 
 /// What a watch on a directory is for.
 #[derive(Debug, Clone, Copy)]
@@ -29,10 +37,15 @@ struct WatchOf {
 /// Watches every volume directory; yields the set of volumes that changed.
 pub struct Watcher {
     stream: inotify::EventStream<Vec<u8>>,
-    by_wd: HashMap<WatchDescriptor, WatchOf>,
+    /// Several volumes can share a directory (a tree and subPath files of
+    /// the same kubelet volume).
+    by_wd: HashMap<WatchDescriptor, Vec<WatchOf>>,
     /// Per volume: read as a kubelet volume last time (then only `..data`
     /// counts).
     kubelet: Vec<bool>,
+    /// Per volume: the file's name in the watched directory, for a file
+    /// volume.
+    file: Vec<Option<OsString>>,
 }
 
 fn mask() -> WatchMask {
@@ -49,8 +62,9 @@ fn mask() -> WatchMask {
 }
 
 impl Watcher {
-    /// Watches the top directory of each volume in `dirs`.
-    pub fn new<P: AsRef<Path>>(dirs: &[P]) -> Result<Self> {
+    /// Watches the directory of each tree volume in `volumes`, and the
+    /// parent directory of each file volume.
+    pub fn new(volumes: &[VolumeSpec]) -> Result<Self> {
         let inotify = Inotify::init().map_err(|e| HostError::Io {
             path: "inotify".into(),
             source: e,
@@ -64,10 +78,19 @@ impl Watcher {
         let mut w = Self {
             stream,
             by_wd: HashMap::new(),
-            kubelet: vec![false; dirs.len()],
+            kubelet: vec![false; volumes.len()],
+            file: vec![None; volumes.len()],
         };
-        for (i, d) in dirs.iter().enumerate() {
-            w.add(i, d.as_ref(), true)?;
+        for (i, v) in volumes.iter().enumerate() {
+            let dir = match v.kind {
+                VolumeKind::Tree => v.source.clone(),
+                VolumeKind::File => {
+                    let (dir, name) = split_file(&v.source)?;
+                    w.file[i] = Some(name);
+                    dir
+                }
+            };
+            w.add(i, &dir, true)?;
         }
         Ok(w)
     }
@@ -82,7 +105,12 @@ impl Watcher {
                 path: dir.to_path_buf(),
                 source: e,
             })?;
-        Ok(self.by_wd.insert(wd, WatchOf { volume, top }).is_none())
+        let of = self.by_wd.entry(wd).or_default();
+        if of.iter().any(|o| o.volume == volume) {
+            return Ok(false);
+        }
+        of.push(WatchOf { volume, top });
+        Ok(true)
     }
 
     /// After a sync: record how the volume was read, and for a plain
@@ -93,7 +121,7 @@ impl Watcher {
     /// parent's event brings another sync.
     pub fn update(&mut self, volume: usize, dir: &Path, kubelet: bool, subdirs: &[String]) -> bool {
         self.kubelet[volume] = kubelet;
-        if kubelet {
+        if kubelet || self.file[volume].is_some() {
             return false;
         }
         let mut added = false;
@@ -136,12 +164,12 @@ impl Watcher {
             dirty.extend(0..self.kubelet.len());
             return Ok(());
         }
-        let Some(of) = self.by_wd.get(&ev.wd).copied() else {
+        let Some(ofs) = self.by_wd.get(&ev.wd).cloned() else {
             return Ok(());
         };
         if ev.mask.contains(EventMask::IGNORED) {
             self.by_wd.remove(&ev.wd);
-            if of.top {
+            for of in ofs.iter().filter(|o| o.top) {
                 tracing::warn!(
                     volume = of.volume,
                     "volume directory is gone; it is no longer watched"
@@ -149,8 +177,22 @@ impl Watcher {
             }
             return Ok(());
         }
-        let is_data = ev.name.as_deref() == Some(OsStr::new("..data"));
-        let relevant = if of.top && is_data {
+        for of in ofs {
+            if self.relevant(of, ev.name.as_deref()) {
+                dirty.insert(of.volume);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether an event naming `name` in a directory watched for `of`
+    /// changes that volume.
+    fn relevant(&self, of: WatchOf, name: Option<&OsStr>) -> bool {
+        let is_data = name == Some(OsStr::new("..data"));
+        if let Some(file) = &self.file[of.volume] {
+            return is_data || name == Some(file.as_os_str());
+        }
+        if of.top && is_data {
             true
         } else if self.kubelet[of.volume] {
             false
@@ -158,15 +200,21 @@ impl Watcher {
             // A plain directory: any change, but not kubelet's hidden names
             // at the top (they are not content).
             !(of.top
-                && ev
-                    .name
-                    .as_deref()
+                && name
                     .and_then(|n| n.to_str())
                     .is_some_and(|n| n.starts_with("..")))
-        };
-        if relevant {
-            dirty.insert(of.volume);
         }
-        Ok(())
     }
+}
+
+/// The directory to watch for a file volume, and the file's name in it.
+fn split_file(source: &Path) -> Result<(PathBuf, OsString)> {
+    let name = source.file_name().ok_or_else(|| {
+        HostError::Protocol(format!("{}: not a path to a file", source.display()))
+    })?;
+    let dir = match source.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    Ok((dir, name.to_os_string()))
 }

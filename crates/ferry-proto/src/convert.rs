@@ -1,7 +1,7 @@
 //! Conversions between wire entries and [`ferry_tree`] entries. Wire input is
 //! checked for shape here (kind, hash length); paths and targets are checked
 //! by the guest with `ferry_tree::diff::validate_entry`.
-use ferry_tree::{Entry, Kind};
+use ferry_tree::{Entry, Kind, VolumeKind};
 
 use crate::ferry as pb;
 
@@ -20,6 +20,23 @@ pub fn kind_to_pb(k: Kind) -> pb::Kind {
         Kind::File => pb::Kind::KIND_FILE,
         Kind::Dir => pb::Kind::KIND_DIR,
         Kind::Symlink => pb::Kind::KIND_SYMLINK,
+    }
+}
+
+/// The wire kind of a volume kind.
+pub fn volume_kind_to_pb(k: VolumeKind) -> pb::VolumeKind {
+    match k {
+        VolumeKind::Tree => pb::VolumeKind::VOLUME_KIND_TREE,
+        VolumeKind::File => pb::VolumeKind::VOLUME_KIND_FILE,
+    }
+}
+
+/// A volume kind from the wire; `None` for a value this build does not know.
+pub fn volume_kind_from_pb(k: protobuf::EnumOrUnknown<pb::VolumeKind>) -> Option<VolumeKind> {
+    match k.enum_value() {
+        Ok(pb::VolumeKind::VOLUME_KIND_TREE) => Some(VolumeKind::Tree),
+        Ok(pb::VolumeKind::VOLUME_KIND_FILE) => Some(VolumeKind::File),
+        Err(_) => None,
     }
 }
 
@@ -95,6 +112,17 @@ mod tests {
         ] {
             assert_eq!(entry_from_pb(&entry_to_pb(&e)).unwrap(), e);
         }
+    }
+
+    #[test]
+    fn volume_kinds_round_trip_and_unknown_ones_are_refused() {
+        for k in [VolumeKind::Tree, VolumeKind::File] {
+            assert_eq!(volume_kind_from_pb(volume_kind_to_pb(k).into()), Some(k));
+        }
+        assert_eq!(
+            volume_kind_from_pb(protobuf::EnumOrUnknown::from_i32(7)),
+            None
+        );
     }
 
     #[test]

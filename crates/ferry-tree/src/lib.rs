@@ -7,13 +7,17 @@
 //! - [`diff`]: the plan that turns one manifest into another, and applying a
 //!   plan to a manifest (the guest's check of what the host sends).
 //! - [`scan`]: reading a volume directory into a manifest, kubelet layout aware.
+//! - [`volume`]: tree and file volumes; reading a single-file volume's source
+//!   (a kubelet key through `..data`, once).
 
 pub mod diff;
 pub mod manifest;
 pub mod path;
 pub mod scan;
+pub mod volume;
 
 pub use diff::{Plan, apply, diff};
 pub use manifest::{Digest, Entry, Kind, Manifest};
 pub use path::{Limits, PathError};
 pub use scan::{Layout, ScanError, Scanned, scan_volume};
+pub use volume::{FILE_ENTRY, VolumeKind, scan_file};

@@ -28,6 +28,13 @@ pub enum Layout {
     Kubelet { version: String },
     /// A plain directory.
     Plain,
+    /// A single file (a file volume, see [`crate::volume`]): `path` is where
+    /// its content was read, `version` the kubelet version it was read from
+    /// when the source is a key of a kubelet volume.
+    File {
+        path: PathBuf,
+        version: Option<String>,
+    },
 }
 
 /// The result of a scan.
@@ -43,6 +50,16 @@ pub struct Scanned {
     pub skipped: Vec<(String, &'static str)>,
 }
 
+impl Scanned {
+    /// Where the content of the entry `rel` is read from.
+    pub fn content_path(&self, rel: &str) -> PathBuf {
+        match &self.layout {
+            Layout::File { path, .. } => path.clone(),
+            _ => self.content_root.join(rel),
+        }
+    }
+}
+
 /// Why a scan failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ScanError {
@@ -50,6 +67,8 @@ pub enum ScanError {
     Io { path: PathBuf, source: io::Error },
     #[error("volume directory {0}: not a directory")]
     NotADir(PathBuf),
+    #[error("file volume source {0}: not a regular file")]
+    NotAFile(PathBuf),
     #[error("{path}: ..data points to {target:?}, which is not a version directory of this volume")]
     BadDataLink { path: PathBuf, target: String },
     #[error("{0}: the version kept changing while it was read (tried {1} times)")]
