@@ -568,8 +568,44 @@ mod tests {
         assert_eq!(params("a \"b c\"  d"), ["a", "b c", "d"]);
     }
 
-    #[test]
-    fn ordinary_processes_have_no_power_control() {
+    #[tokio::test]
+    async fn an_ordinary_agent_refuses_power_off() {
+        use ferry_proto::{ferry as pb, ferry_ttrpc::FerryClient, transport};
         assert_eq!(power_control(), None);
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = InitConfig::default().agent_config();
+        config.listen = ferry_proto::Address::Unix(dir.path().join("a.sock"));
+        config.root = dir.path().join("store");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let agent = tokio::spawn(run(config.clone(), async {
+            let _ = stopped.await;
+        }));
+        let mut socket = None;
+        for _ in 0..200 {
+            match transport::connect(&config.listen, Duration::from_secs(1), Default::default())
+                .await
+            {
+                Ok(s) => {
+                    socket = Some(s);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+        let client = FerryClient::new(ttrpc::asynchronous::Client::new(socket.expect("agent up")));
+        let e = client
+            .power_off(
+                ttrpc::context::with_timeout(5_000_000_000),
+                &pb::PowerOffRequest::new(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(
+            ferry_proto::wire::code_of(&e),
+            Some(ttrpc::Code::FAILED_PRECONDITION),
+            "{e}"
+        );
+        stop.send(()).unwrap();
+        agent.await.unwrap().unwrap();
     }
 }

@@ -71,7 +71,7 @@ pub fn sa_payload(n: u32) -> Payload {
 /// removed every other revision, a nested key.
 pub fn config_payload(n: u32) -> Payload {
     let app = format!("listen: 0.0.0.0:8080\nreplicas: 3\nrevision: {n}\n");
-    let level = if n % 3 == 0 { "debug" } else { "info" };
+    let level = if n.is_multiple_of(3) { "debug" } else { "info" };
     let mut files: Vec<(String, Vec<u8>)> = vec![
         ("app.yaml".into(), app.into_bytes()),
         ("log-level".into(), level.as_bytes().to_vec()),

@@ -173,7 +173,7 @@ async fn faults_in(
     };
     let t = Instant::now();
     match AgentClient::connect(&wrong, "ferry vm faults", 1, Duration::from_secs(10)).await {
-        Ok(_) => return Err(VmError::Check(format!("{wrong} answered Hello")).into()),
+        Ok(_) => return Err(VmError::Check(format!("{wrong} answered Hello"))),
         Err(HostError::Transport(e @ TransportError::HandshakeRefused { .. })) => {
             println!("      refused after {}: {e} ✓", ms(t.elapsed()));
         }
