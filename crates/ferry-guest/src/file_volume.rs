@@ -247,20 +247,7 @@ impl FileTxn {
                 entries: self.working.len(),
             });
         }
-        let host: [u8; 32] = manifest_digest
-            .try_into()
-            .map_err(|_| GuestError::DigestLen {
-                what: "manifest digest",
-                len: manifest_digest.len(),
-            })?;
-        let guest = self.working.digest();
-        if host != guest {
-            return Err(GuestError::ManifestDigest {
-                volume: self.volume.clone(),
-                host: hex(&host),
-                guest: hex(&guest),
-            });
-        }
+        crate::txn::check_manifest_digest(&self.volume, &self.working, manifest_digest)?;
         Ok(u64::from(!self.staged))
     }
 

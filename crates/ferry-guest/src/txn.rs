@@ -487,20 +487,7 @@ impl Txn {
                 count: self.pending.len(),
             });
         }
-        let host: [u8; 32] = manifest_digest
-            .try_into()
-            .map_err(|_| GuestError::DigestLen {
-                what: "manifest digest",
-                len: manifest_digest.len(),
-            })?;
-        let guest = self.working.digest();
-        if host != guest {
-            return Err(GuestError::ManifestDigest {
-                volume: self.volume.clone(),
-                host: hex(&host),
-                guest: hex(&guest),
-            });
-        }
+        check_manifest_digest(&self.volume, &self.working, manifest_digest)?;
         let dirs: Vec<&Entry> = self
             .working
             .iter()
@@ -655,4 +642,29 @@ impl Work {
             Work::File(t) => t.discard(),
         }
     }
+}
+
+/// The commit check shared by tree and file volumes: the digest the host
+/// sent must be 32 bytes and equal the digest of the manifest the guest
+/// built from the base and the entries it received.
+pub(crate) fn check_manifest_digest(
+    volume: &str,
+    working: &Manifest,
+    manifest_digest: &[u8],
+) -> Result<()> {
+    let host: [u8; 32] = manifest_digest
+        .try_into()
+        .map_err(|_| GuestError::DigestLen {
+            what: "manifest digest",
+            len: manifest_digest.len(),
+        })?;
+    let guest = working.digest();
+    if host != guest {
+        return Err(GuestError::ManifestDigest {
+            volume: volume.to_string(),
+            host: hex(&host),
+            guest: hex(&guest),
+        });
+    }
+    Ok(())
 }

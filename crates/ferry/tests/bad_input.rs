@@ -4,33 +4,17 @@
 //! readable.
 mod common;
 
-use std::{fs, path::Path, sync::Arc, time::Duration};
+use std::{fs, time::Duration};
 
 use common::*;
 use ferry_proto::{
-    Address, PROTOCOL_VERSION,
+    PROTOCOL_VERSION,
     convert::entry_to_pb,
     ferry as pb,
     ferry_ttrpc::FerryClient,
-    transport,
     wire::{Code, code_of},
 };
 use ferry_tree::{Entry, Manifest};
-
-fn ctx() -> ttrpc::context::Context {
-    ttrpc::context::with_timeout(10_000_000_000)
-}
-
-async fn client(sock: &Path) -> FerryClient {
-    let s = transport::connect(
-        &Address::Unix(sock.into()),
-        Duration::from_secs(5),
-        Arc::default(),
-    )
-    .await
-    .unwrap();
-    FerryClient::new(ttrpc::asynchronous::Client::new(s))
-}
 
 async fn begin(
     c: &FerryClient,

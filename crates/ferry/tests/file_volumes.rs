@@ -9,35 +9,17 @@ use std::{
     os::unix::fs::{MetadataExt, PermissionsExt, symlink},
     path::{Path, PathBuf},
     process::{Command, Output},
-    sync::Arc,
     time::{Duration, Instant},
 };
 
 use common::*;
 use ferry_proto::{
-    Address,
     convert::{entry_to_pb, volume_kind_to_pb},
     ferry as pb,
     ferry_ttrpc::FerryClient,
-    transport,
     wire::{Code, code_of},
 };
 use ferry_tree::{Entry, FILE_ENTRY, Manifest, VolumeKind};
-
-fn ctx() -> ttrpc::context::Context {
-    ttrpc::context::with_timeout(10_000_000_000)
-}
-
-async fn client(sock: &Path) -> FerryClient {
-    let s = transport::connect(
-        &Address::Unix(sock.into()),
-        Duration::from_secs(5),
-        Arc::default(),
-    )
-    .await
-    .unwrap();
-    FerryClient::new(ttrpc::asynchronous::Client::new(s))
-}
 
 /// `ferry sync` once with `--volume` and `--file` specs.
 fn sync(addr: &str, trees: &[(&str, &Path)], files: &[(&str, &Path)]) -> Output {

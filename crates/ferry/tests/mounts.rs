@@ -6,104 +6,13 @@
 //! reason otherwise.
 mod common;
 
-use std::{
-    fs,
-    io::Write,
-    os::unix::fs::symlink,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{fs, io::Write, os::unix::fs::symlink, path::Path, process::Command};
 
 use common::*;
 use ferry_proto::{
-    Address, ferry as pb,
-    ferry_ttrpc::FerryClient,
-    transport,
+    ferry as pb,
     wire::{Code, code_of},
 };
-
-fn can_run() -> Result<(), &'static str> {
-    if !rustix::process::geteuid().is_root() {
-        return Err("bind mounts need root (CI runs as root)");
-    }
-    for tool in [
-        &["unshare", "-m", "true"][..],
-        &["nsenter", "--version"][..],
-    ] {
-        let ok = Command::new(tool[0])
-            .args(&tool[1..])
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            return Err("`unshare -m` or `nsenter` is not available here");
-        }
-    }
-    Ok(())
-}
-
-struct NsAgent {
-    child: Child,
-    sock: PathBuf,
-    log: PathBuf,
-}
-
-impl Drop for NsAgent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl NsAgent {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-    fn addr(&self) -> String {
-        format!("unix://{}", self.sock.display())
-    }
-    /// `path` (absolute) as the agent's namespace sees it.
-    fn inside(&self, path: &Path) -> PathBuf {
-        PathBuf::from(format!("/proc/{}/root{}", self.pid(), path.display()))
-    }
-    fn mountinfo(&self) -> String {
-        fs::read_to_string(format!("/proc/{}/mountinfo", self.pid())).unwrap()
-    }
-    /// The mount options of the mount at `target`, if there is one.
-    fn mount_at(&self, target: &Path) -> Option<String> {
-        let t = target.to_str().unwrap();
-        self.mountinfo()
-            .lines()
-            .rfind(|l| l.split(' ').nth(4) == Some(t))
-            .map(|l| l.split(' ').nth(5).unwrap().to_string())
-    }
-}
-
-fn start(dir: &Path, store: &Path) -> NsAgent {
-    let sock = dir.join("agent.sock");
-    let log = dir.join("agent.log");
-    let child = Command::new("unshare")
-        .args(["-m", "--propagation", "private", AGENT, "--listen"])
-        .arg(format!("unix://{}", sock.display()))
-        .arg("--root")
-        .arg(store)
-        .stdin(Stdio::null())
-        .stderr(fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "agent did not start:\n{}",
-            fs::read_to_string(&log).unwrap()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    NsAgent { child, sock, log }
-}
 
 fn sync(addr: &str, args: &[String]) {
     let o = Command::new(FERRY)
@@ -112,17 +21,6 @@ fn sync(addr: &str, args: &[String]) {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-}
-
-async fn client(sock: &Path) -> FerryClient {
-    let s = transport::connect(
-        &Address::Unix(sock.into()),
-        Duration::from_secs(5),
-        Arc::default(),
-    )
-    .await
-    .unwrap();
-    FerryClient::new(ttrpc::asynchronous::Client::new(s))
 }
 
 fn req(volume: &str, path: &str, rootfs: &Path, target: &str, rw: bool) -> pb::MountRequest {
@@ -135,13 +33,9 @@ fn req(volume: &str, path: &str, rootfs: &Path, target: &str, rw: bool) -> pb::M
     r
 }
 
-fn ctx() -> ttrpc::context::Context {
-    ttrpc::context::with_timeout(10_000_000_000)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn volumes_are_bind_mounted_confined_to_the_rootfs() {
-    if let Err(why) = can_run() {
+    if let Err(why) = private_mount_ns_available() {
         eprintln!("skipping the bind mount test: {why}");
         return;
     }
@@ -155,7 +49,7 @@ async fn volumes_are_bind_mounted_confined_to_the_rootfs() {
     }
     symlink("/run", rootfs.join("varrun")).unwrap();
     symlink(&outside, rootfs.join("evil")).unwrap();
-    let agent = start(&base, &store);
+    let agent = NsAgent::start(&base, &store, &[]);
     let logs = || fs::read_to_string(&agent.log).unwrap_or_default();
 
     let hosts = base.join("etc-hosts");

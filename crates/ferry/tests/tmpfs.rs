@@ -4,60 +4,21 @@
 //! Needs root; skips with the reason otherwise.
 mod common;
 
-use std::{
-    fs,
-    process::{Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::fs;
 
 use common::*;
 
-fn can_run() -> Result<(), &'static str> {
-    if !rustix::process::geteuid().is_root() {
-        return Err("mounting a tmpfs needs root (CI runs as root)");
-    }
-    let ok = Command::new("unshare")
-        .args(["-m", "true"])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !ok {
-        return Err("`unshare -m` is not available here");
-    }
-    Ok(())
-}
-
 #[test]
 fn the_store_is_a_confined_tmpfs_and_a_full_store_loses_nothing() {
-    if let Err(why) = can_run() {
+    if let Err(why) = private_mount_ns_available() {
         eprintln!("skipping the tmpfs test: {why}");
         return;
     }
     let t = tempfile::tempdir().unwrap();
     let store = t.path().join("store");
     fs::create_dir(&store).unwrap();
-    let sock = t.path().join("agent.sock");
-    let log = t.path().join("agent.log");
-    let mut child = Command::new("unshare")
-        .args(["-m", "--propagation", "private", AGENT, "--listen"])
-        .arg(format!("unix://{}", sock.display()))
-        .arg("--root")
-        .arg(&store)
-        .args(["--tmpfs", "4Mi"])
-        .stdin(Stdio::null())
-        .stderr(fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "agent did not start:\n{}",
-            fs::read_to_string(&log).unwrap()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let pid = child.id();
+    let agent = NsAgent::start(t.path(), &store, &["--tmpfs", "4Mi"]);
+    let pid = agent.pid();
     let mountinfo = fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
     let line = mountinfo
         .lines()
@@ -81,7 +42,7 @@ fn the_store_is_a_confined_tmpfs_and_a_full_store_loses_nothing() {
     // The mount is the agent's alone: the test's namespace sees an empty dir.
     assert_eq!(fs::read_dir(&store).unwrap().count(), 0);
 
-    let addr = format!("unix://{}", sock.display());
+    let addr = agent.addr();
     let src = t.path().join("src");
     fs::create_dir(&src).unwrap();
     fs::write(src.join("small"), b"fits").unwrap();
@@ -111,10 +72,11 @@ fn the_store_is_a_confined_tmpfs_and_a_full_store_loses_nothing() {
         .collect();
     assert_eq!(names.len(), 3, "staging left behind: {names:?}");
 
-    terminate(&child);
+    let mut agent = agent;
+    terminate(&agent.child);
     assert!(
-        child.wait().unwrap().success(),
+        agent.child.wait().unwrap().success(),
         "{}",
-        fs::read_to_string(&log).unwrap()
+        fs::read_to_string(&agent.log).unwrap()
     );
 }

@@ -9,6 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use ferry_proto::{Address, ferry_ttrpc::FerryClient, transport};
 use ferry_tree::{Manifest, scan_volume};
 
 pub const AGENT: &str = env!("CARGO_BIN_EXE_ferry-agent");
@@ -231,5 +232,109 @@ fn check_clean_layout(guest: &Path) {
             Path::new("..data").join(&t),
             "visible link {t}"
         );
+    }
+}
+
+/// A ttRPC call context with a generous timeout, for raw-protocol tests.
+pub fn ctx() -> ttrpc::context::Context {
+    ttrpc::context::with_timeout(10_000_000_000)
+}
+
+/// A raw protocol client on the agent's unix socket, to send what
+/// `ferry sync` never would.
+pub async fn client(sock: &Path) -> FerryClient {
+    let s = transport::connect(
+        &Address::Unix(sock.into()),
+        Duration::from_secs(5),
+        std::sync::Arc::default(),
+    )
+    .await
+    .unwrap();
+    FerryClient::new(ttrpc::asynchronous::Client::new(s))
+}
+
+/// Whether tests that mount can run here: root, with `unshare -m` and
+/// `nsenter`. The error says why not, for the skip message.
+pub fn private_mount_ns_available() -> Result<(), &'static str> {
+    if !rustix::process::geteuid().is_root() {
+        return Err("mounting needs root (CI runs as root)");
+    }
+    for tool in [
+        &["unshare", "-m", "true"][..],
+        &["nsenter", "--version"][..],
+    ] {
+        let ok = Command::new(tool[0])
+            .args(&tool[1..])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            return Err("`unshare -m` or `nsenter` is not available here");
+        }
+    }
+    Ok(())
+}
+
+/// A ferry-agent in a private mount namespace (`unshare -m`), so whatever it
+/// mounts never leaks into the test's namespace; killed when dropped.
+pub struct NsAgent {
+    pub child: Child,
+    pub sock: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Drop for NsAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl NsAgent {
+    /// Starts the agent on `<dir>/agent.sock` with its store at `store`.
+    pub fn start(dir: &Path, store: &Path, extra: &[&str]) -> NsAgent {
+        let sock = dir.join("agent.sock");
+        let log = dir.join("agent.log");
+        let child = Command::new("unshare")
+            .args(["-m", "--propagation", "private", AGENT, "--listen"])
+            .arg(format!("unix://{}", sock.display()))
+            .arg("--root")
+            .arg(store)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "agent did not start:\n{}",
+                fs::read_to_string(&log).unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        NsAgent { child, sock, log }
+    }
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+    pub fn addr(&self) -> String {
+        format!("unix://{}", self.sock.display())
+    }
+    /// `path` (absolute) as the agent's namespace sees it.
+    pub fn inside(&self, path: &Path) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/root{}", self.pid(), path.display()))
+    }
+    pub fn mountinfo(&self) -> String {
+        fs::read_to_string(format!("/proc/{}/mountinfo", self.pid())).unwrap()
+    }
+    /// The mount options of the mount at `target`, if there is one.
+    pub fn mount_at(&self, target: &Path) -> Option<String> {
+        let t = target.to_str().unwrap();
+        self.mountinfo()
+            .lines()
+            .rfind(|l| l.split(' ').nth(4) == Some(t))
+            .map(|l| l.split(' ').nth(5).unwrap().to_string())
     }
 }
