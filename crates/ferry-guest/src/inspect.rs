@@ -2,7 +2,7 @@
 //! re-read of its disk (Verify), and one file read back to the host
 //! (ReadFile, for the termination log). Each holds the volume's lock while it
 //! reads, so no commit changes what it looks at half-way.
-use std::io::Read;
+use std::io::{Read, Seek};
 
 use ferry_proto::{convert, ferry as pb};
 use ferry_tree::{
@@ -170,6 +170,11 @@ impl Store {
                 volume: name.to_string(),
                 path: req.path.clone(),
             });
+        }
+        let mut file = file;
+        if req.tail && md.len() > max {
+            file.seek(std::io::SeekFrom::Start(md.len() - max))
+                .map_err(|e| crate::fsops::FsError::new("seek", req.path.clone(), e))?;
         }
         let mut data = Vec::new();
         file.take(max)

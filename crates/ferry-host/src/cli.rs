@@ -114,7 +114,8 @@ pub struct TerminationLogArgs {
     /// atomically (temp file, fsync, rename).
     #[arg(long, value_name = "NODE_PATH")]
     pub out: PathBuf,
-    /// Keep at most this many bytes: kubelet's cap is 4096.
+    /// Keep at most the last N bytes of the message (kubelet keeps the last
+    /// 4096).
     #[arg(long, default_value_t = crate::termlog::KUBELET_MAX_BYTES, value_name = "N")]
     pub max_bytes: u64,
     /// Timeout in seconds.

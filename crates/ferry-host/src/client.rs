@@ -136,11 +136,13 @@ impl AgentClient {
         volume: &str,
         path: &str,
         max_bytes: u64,
+        tail: bool,
     ) -> Result<pb::ReadFileResponse> {
         let mut req = pb::ReadFileRequest::new();
         req.volume = volume.to_string();
         req.path = path.to_string();
         req.max_bytes = max_bytes;
+        req.tail = tail;
         self.rpc
             .read_file(self.ctx(), &req)
             .await

@@ -39,14 +39,6 @@ use crate::{
 pub enum SandboxError {
     #[error(transparent)]
     Bundle(#[from] BundleError),
-    #[error(
-        "termination log of container {container} is {size} bytes in the guest, over kubelet's cap of {cap} bytes: not copied"
-    )]
-    TerminationLogTooLarge {
-        container: String,
-        size: u64,
-        cap: u64,
-    },
     #[error("{0}")]
     Usage(String),
 }
@@ -210,8 +202,9 @@ pub async fn run(cfg: SandboxConfig, shutdown: impl Future<Output = ()>) -> Resu
 
 /// Reads each container's termination log back from the guest and writes
 /// it to the node file kubelet reads (atomically, through
-/// [`crate::termlog`]). A log over the cap is refused whole: nothing is
-/// written for any container.
+/// [`crate::termlog`]). A log over kubelet's cap keeps its last 4096 bytes,
+/// as kubelet does with one on the node, and the cut is logged with both
+/// sizes.
 async fn collect_termination_logs(
     cfg: &SandboxConfig,
     d: &Discovery,
@@ -226,22 +219,6 @@ async fn collect_termination_logs(
         return Ok(Vec::new());
     }
     let client = AgentClient::connect(&cfg.addr, "ferry sandbox", 0, cfg.timeout).await?;
-    // Every size first: one log over the cap fails the collection before
-    // any node file is written.
-    for s in &logs {
-        let Carried::TerminationLog { container } = &s.carried else {
-            continue;
-        };
-        let probe = client.read_file(&s.name, "", 1).await?;
-        if probe.size > TERMINATION_LOG_CAP {
-            return Err(SandboxError::TerminationLogTooLarge {
-                container: container.clone(),
-                size: probe.size,
-                cap: TERMINATION_LOG_CAP,
-            }
-            .into());
-        }
-    }
     let mut out = Vec::new();
     for s in logs {
         let Carried::TerminationLog { container } = &s.carried else {
@@ -250,13 +227,14 @@ async fn collect_termination_logs(
         let c = collect_termination_log(&client, &s.name, None, &s.host_path, TERMINATION_LOG_CAP)
             .await?;
         if c.truncated {
-            // It grew between the two reads: the container is still running.
-            return Err(SandboxError::TerminationLogTooLarge {
-                container: container.clone(),
-                size: c.size,
-                cap: TERMINATION_LOG_CAP,
-            }
-            .into());
+            tracing::warn!(
+                container = %container,
+                size = c.size,
+                kept = c.written,
+                "termination log of container {container} is {} bytes, over kubelet's cap of {TERMINATION_LOG_CAP} bytes: kept its last {} bytes, as kubelet does",
+                c.size,
+                c.written
+            );
         }
         tracing::info!(
             container = %container,

@@ -4,7 +4,8 @@
 //! bind-mounts at `terminationMessagePath`; in a VM sandbox that file is the
 //! guest's copy (a file volume mounted read-write). When the container
 //! stops, the host reads it with `ReadFile` and writes it where kubelet
-//! looks on the node, capped as kubelet caps it (4096 bytes), atomically
+//! looks on the node, capped as kubelet caps it (its last 4096 bytes, as
+//! kubelet's `tail.ReadAtMost` keeps the end of a long message), atomically
 //! (temp file, fsync, rename, fsync of the directory), so kubelet never
 //! reads half a message.
 use std::{
@@ -42,8 +43,9 @@ pub struct Collected {
 
 /// Reads the termination log of `volume` (a file volume, `path` `None`; or
 /// the file `path` of a tree volume) from the agent behind `client`, keeps
-/// at most `max_bytes` (1..=[`MAX_BYTES`]; kubelet uses
-/// [`KUBELET_MAX_BYTES`]) and writes them to `out` on this node atomically.
+/// its last `max_bytes` at most (1..=[`MAX_BYTES`]; kubelet uses
+/// [`KUBELET_MAX_BYTES`]: the end of a message says why the container
+/// stopped) and writes them to `out` on this node atomically.
 /// A guest that has no such volume or file is an error (`NOT_FOUND` from
 /// the agent), and `out` is left as it was.
 pub async fn collect_termination_log(
@@ -59,7 +61,7 @@ pub async fn collect_termination_log(
         )));
     }
     let r = client
-        .read_file(volume, path.unwrap_or(""), max_bytes)
+        .read_file(volume, path.unwrap_or(""), max_bytes, true)
         .await?;
     let (out_path, data) = (out.to_path_buf(), r.data);
     let written = data.len() as u64;

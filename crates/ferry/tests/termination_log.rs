@@ -56,14 +56,15 @@ fn the_termination_log_comes_back_capped_and_whole() {
     let o = collect(&agent.addr(), "tl", &node, &[]);
     let say = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success());
-    assert_eq!(fs::read(&node).unwrap(), &long[..4096]);
+    // The end of the message, as kubelet keeps it.
+    assert_eq!(fs::read(&node).unwrap(), &long[10_000 - 4096..]);
     assert!(
-        say.contains("wrote 4096 of 10000 bytes") && say.contains("truncated to 4096 bytes"),
+        say.contains("wrote 4096 of 10000 bytes") && say.contains("kept the last 4096 bytes"),
         "{say}"
     );
     let o = collect(&agent.addr(), "tl", &node, &["--max-bytes", "10"]);
     assert!(o.status.success());
-    assert_eq!(fs::read(&node).unwrap(), &long[..10]);
+    assert_eq!(fs::read(&node).unwrap(), &long[10_000 - 10..]);
 
     // Refusals leave the node file as it was, and no temp file behind.
     for (volume, extra, want) in [
@@ -83,7 +84,7 @@ fn the_termination_log_comes_back_capped_and_whole() {
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success(), "{volume} {extra:?}");
         assert!(err.contains(want), "{volume} {extra:?}: {err}");
-        assert_eq!(fs::read(&node).unwrap(), &long[..10]);
+        assert_eq!(fs::read(&node).unwrap(), &long[10_000 - 10..]);
         assert_eq!(fs::read_dir(node.parent().unwrap()).unwrap().count(), 1);
     }
 }

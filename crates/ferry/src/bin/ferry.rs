@@ -111,7 +111,7 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
             .await?;
             if c.truncated {
                 println!(
-                    "wrote {} of {} bytes of volume {} to {} (truncated to {} bytes)",
+                    "wrote {} of {} bytes of volume {} to {} (kept the last {} bytes, as kubelet does)",
                     c.written,
                     c.size,
                     a.volume,
