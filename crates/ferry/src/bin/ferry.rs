@@ -33,8 +33,8 @@ enum Cmd {
     /// Show what a ferry-agent holds: volumes, versions, files, bytes.
     Status(StatusArgs),
     /// Read a container's termination log back from the guest and write it
-    /// where kubelet looks on this node: capped (4096 bytes, as kubelet
-    /// does) and atomically (temp file, rename).
+    /// where kubelet looks on this node: its last 4096 bytes at most (as
+    /// kubelet keeps them), atomically (temp file, rename).
     TerminationLog(TerminationLogArgs),
     /// Run a real agent and a real `ferry sync --watch` against a
     /// kubelet-style pod in a temporary directory, and show what happens.
