@@ -34,7 +34,7 @@ fi
 
 log "build"
 cargo build --release --locked --bin ferry
-RUSTFLAGS='-C target-feature=+crt-static' \
+RUSTFLAGS='-C target-feature=+crt-static -C strip=debuginfo' \
     cargo build --release --locked --target x86_64-unknown-linux-gnu --bin ferry-agent
 agent=target/x86_64-unknown-linux-gnu/release/ferry-agent
 

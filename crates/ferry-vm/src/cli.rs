@@ -47,8 +47,8 @@ pub enum AccelChoice {
 #[derive(Debug, Clone, Args)]
 pub struct BootArgs {
     /// A statically linked ferry-agent to use as /init. Default: build it
-    /// (RUSTFLAGS='-C target-feature=+crt-static' cargo build --release
-    /// --target x86_64-unknown-linux-gnu --bin ferry-agent).
+    /// (RUSTFLAGS='-C target-feature=+crt-static -C strip=debuginfo' cargo
+    /// build --release --target x86_64-unknown-linux-gnu --bin ferry-agent).
     #[arg(long, value_name = "PATH")]
     pub agent: Option<PathBuf>,
     /// Where the Debian cloud kernel is downloaded and unpacked. Default:

@@ -124,13 +124,18 @@ pub fn target_dir() -> PathBuf {
     }
 }
 
+/// RUSTFLAGS of the guest agent: static (no loader in the initramfs), and
+/// without debug info: the initramfs lives in guest RAM, and the agent
+/// shrinks from about 43 MB to 8 MB (symbols stay, for backtraces).
+pub const STATIC_RUSTFLAGS: &str = "-C target-feature=+crt-static -C strip=debuginfo";
+
 /// Builds the statically linked agent (`crt-static`) with cargo as a child
 /// process, printing the command; cargo makes it a no-op when up to date.
 pub fn build_static_agent() -> Result<PathBuf> {
     let ws = workspace_dir();
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.current_dir(&ws)
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .env("RUSTFLAGS", STATIC_RUSTFLAGS)
         .args([
             "build",
             "--release",
@@ -140,7 +145,7 @@ pub fn build_static_agent() -> Result<PathBuf> {
             "ferry-agent",
         ]);
     println!(
-        "  agent       RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --target {STATIC_TARGET} --bin ferry-agent   (in {})",
+        "  agent       RUSTFLAGS='{STATIC_RUSTFLAGS}' cargo build --release --target {STATIC_TARGET} --bin ferry-agent   (in {})",
         ws.display()
     );
     let st = cmd
@@ -176,7 +181,7 @@ pub fn read_static_agent(path: &Path) -> Result<Vec<u8>> {
     let bin = std::fs::read(path).map_err(io_err(path))?;
     if !is_static_elf(&bin) {
         return Err(VmError::Command(format!(
-            "{} is not a statically linked x86-64 ELF (it would need a dynamic loader in the guest): build it with RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --target {STATIC_TARGET} --bin ferry-agent",
+            "{} is not a statically linked x86-64 ELF (it would need a dynamic loader in the guest): build it with RUSTFLAGS='{STATIC_RUSTFLAGS}' cargo build --release --target {STATIC_TARGET} --bin ferry-agent",
             path.display()
         )));
     }
