@@ -9,11 +9,14 @@
 //! - [`scan`]: reading a volume directory into a manifest, kubelet layout aware.
 //! - [`volume`]: tree and file volumes; reading a single-file volume's source
 //!   (a kubelet key through `..data`, once).
+//! - [`stamp`]: kubelet's `YYYY_MM_DD_HH_MM_SS` version stamp, shared by the
+//!   guest's version names and the kubelet stand-in.
 
 pub mod diff;
 pub mod manifest;
 pub mod path;
 pub mod scan;
+pub mod stamp;
 pub mod volume;
 
 pub use diff::{Plan, apply, diff};
