@@ -557,26 +557,28 @@ pub enum Work {
     File(crate::file_volume::FileTxn),
 }
 
+/// Runs the same expression on the transaction of either kind: both carry
+/// the same bookkeeping fields and methods, only their storage differs.
+macro_rules! either {
+    ($work:expr, $t:ident => $e:expr) => {
+        match $work {
+            Work::Tree($t) => $e,
+            Work::File($t) => $e,
+        }
+    };
+}
+
 impl Work {
     pub fn id(&self) -> u64 {
-        match self {
-            Work::Tree(t) => t.id,
-            Work::File(t) => t.id,
-        }
+        either!(self, t => t.id)
     }
 
     pub fn client_id(&self) -> u64 {
-        match self {
-            Work::Tree(t) => t.client_id,
-            Work::File(t) => t.client_id,
-        }
+        either!(self, t => t.client_id)
     }
 
     pub fn volume(&self) -> &str {
-        match self {
-            Work::Tree(t) => &t.volume,
-            Work::File(t) => &t.volume,
-        }
+        either!(self, t => &t.volume)
     }
 
     pub fn kind(&self) -> ferry_tree::VolumeKind {
@@ -587,33 +589,21 @@ impl Work {
     }
 
     pub fn usage(&self) -> Usage {
-        match self {
-            Work::Tree(t) => t.usage,
-            Work::File(t) => t.usage,
-        }
+        either!(self, t => t.usage)
     }
 
     pub fn started(&self) -> Instant {
-        match self {
-            Work::Tree(t) => t.started,
-            Work::File(t) => t.started,
-        }
+        either!(self, t => t.started)
     }
 
     pub fn last_activity(&self) -> Instant {
-        match self {
-            Work::Tree(t) => t.last_activity,
-            Work::File(t) => t.last_activity,
-        }
+        either!(self, t => t.last_activity)
     }
 
     /// Records activity now (the idle timeout starts again).
     pub fn touch(&mut self) {
         let now = Instant::now();
-        match self {
-            Work::Tree(t) => t.last_activity = now,
-            Work::File(t) => t.last_activity = now,
-        }
+        either!(self, t => t.last_activity = now)
     }
 
     pub fn put_entries(
@@ -622,25 +612,16 @@ impl Work {
         upserts: &[pb::Entry],
         others: Usage,
     ) -> Result<u64> {
-        match self {
-            Work::Tree(t) => t.put_entries(removes, upserts, others),
-            Work::File(t) => t.put_entries(removes, upserts, others),
-        }
+        either!(self, t => t.put_entries(removes, upserts, others))
     }
 
     pub fn write_chunk(&mut self, path: &str, offset: u64, data: &[u8]) -> Result<u64> {
-        match self {
-            Work::Tree(t) => t.write_chunk(path, offset, data),
-            Work::File(t) => t.write_chunk(path, offset, data),
-        }
+        either!(self, t => t.write_chunk(path, offset, data))
     }
 
     /// Removes the staging; the published content is untouched.
     pub fn discard(self) -> Result<()> {
-        match self {
-            Work::Tree(t) => t.discard(),
-            Work::File(t) => t.discard(),
-        }
+        either!(self, t => t.discard())
     }
 }
 
