@@ -134,6 +134,13 @@ fn watch_mirrors_thirty_kubelet_updates() {
             );
         }
     }
+    // The guest shows a commit before ferry sync has read the reply and
+    // logged it: let the last line land before stopping it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while watch.log_text().matches("committed").count() < 31 && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     assert!(watch.stop().success(), "ferry sync must exit 0 on SIGTERM");
     let log = watch.log_text();
     assert_eq!(
